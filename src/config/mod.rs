@@ -1,0 +1,694 @@
+//! Configuration: the YAML file of CONTRACT section 2, parsed into typed, validated structs.
+//!
+//! Parsing happens in two stages so that one run reports every mistake at once:
+//! 1. each top-level section is deserialized on its own into `raw` structs (`deny_unknown_fields`,
+//!    leaves kept as plain strings/numbers), so a structural error in one section does not hide
+//!    the errors of another;
+//! 2. a validation pass turns raw values into newtypes (`EdgeId`, `Duration`, sizes, URLs, paths)
+//!    and records every failure with its YAML path (`uplink.url: ...`).
+//!
+//! This module owns no I/O besides reading the file and checking that referenced files exist.
+
+mod raw;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use values::{parse_duration, parse_size, BrokerUrl, DeviceId, EdgeId, TopicPrefix};
+
+/// Where `roadedge run` looks for its configuration when neither `-c` nor `$ROADEDGE_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/roadedge/roadedge.yaml";
+
+/// One validation failure, with the YAML path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path into the YAML document, e.g. `readers.devices[0].id`.
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All the errors found in one configuration document.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} configuration error(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// Whether validation checks that referenced files (certificates, keys) exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCheck {
+    Check,
+    Skip,
+}
+
+/// The validated appliance configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub edge: EdgeConfig,
+    pub storage: StorageConfig,
+    pub uplink: UplinkConfig,
+    pub gbt32960: Option<VehicleServerConfig>,
+    pub jt808: Option<Jt808Config>,
+    pub readers: Option<ReadersConfig>,
+    pub web: Option<WebConfig>,
+    pub schedule: Vec<ScheduledJob>,
+    pub logging: LoggingConfig,
+    pub ota: Option<OtaConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub id: EdgeId,
+    pub site: Option<Site>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub name: String,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    /// Backlog budget in bytes (CONTRACT 5.4).
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    pub url: BrokerUrl,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub topic_prefix: TopicPrefix,
+    pub keep_alive: Duration,
+    /// How long a command for an offline device is kept before it ends `expired`.
+    pub command_ttl: Duration,
+    /// Upper bound of QoS 1 publishes awaiting PUBACK.
+    pub max_inflight: u16,
+    /// Period of `edge/{id}/metrics`.
+    pub metrics_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VehicleServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<ServerTls>,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jt808Auth {
+    /// Any terminal may register.
+    Open,
+    /// Only terminals in the edge's registry may register.
+    Registry,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEncoding {
+    Gbk,
+    Utf8,
+}
+
+#[derive(Debug, Clone)]
+pub struct Jt808Config {
+    pub server: VehicleServerConfig,
+    pub auth: Jt808Auth,
+    pub encoding: TextEncoding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderDialect {
+    Gbt37987_2019,
+    Hb2017,
+}
+
+impl ReaderDialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReaderDialect::Gbt37987_2019 => "gbt37987-2019",
+            ReaderDialect::Hb2017 => "hb-2017",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReaderLink {
+    Tcp(SocketAddr),
+    Serial {
+        port: PathBuf,
+        baud: u32,
+        address: u8,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ReaderDevice {
+    pub id: DeviceId,
+    pub link: ReaderLink,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadersConfig {
+    pub listen: Option<SocketAddr>,
+    pub dialect: ReaderDialect,
+    pub keepalive_interval: Duration,
+    pub devices: Vec<ReaderDevice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Viewer,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebUser {
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<ServerTls>,
+    pub users: Vec<WebUser>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Retention,
+    ReaderTimeSync,
+    ReaderLogPull,
+    SelectSpec,
+    Metrics,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduledJob {
+    pub name: String,
+    pub cron: cron::Schedule,
+    pub job: JobKind,
+    /// For `select_spec` windows: which reader (all when absent).
+    pub reader: Option<DeviceId>,
+    /// For `select_spec` windows: which rule.
+    pub spec_id: Option<u32>,
+    /// For `select_spec` windows: `start` or `stop`.
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OtaConfig {
+    pub public_key_file: PathBuf,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path, files: FileCheck) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Config::parse(&text, files)
+    }
+
+    /// Parses and validates a YAML document, reporting every error found.
+    pub fn parse(text: &str, files: FileCheck) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let raw = raw::parse_sections(text, &mut errors);
+        let config = raw.and_then(|raw| validate(raw, files, &mut errors));
+        match config {
+            Some(c) if errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// Topic of the edge's own status (retained, Last Will).
+    pub fn status_topic(&self) -> String {
+        format!("edge/{}/status", self.edge.id)
+    }
+}
+
+/// Collects errors while walking the raw document.
+struct Validator<'a> {
+    errors: &'a mut Vec<ConfigError>,
+    files: FileCheck,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn take<T, E: std::fmt::Display>(&mut self, path: &str, r: Result<T, E>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(path, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => self.take(path, parse_duration(v)).unwrap_or(default),
+        }
+    }
+
+    fn socket(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
+        self.take(
+            path,
+            value
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("`{value}` is not an address:port (e.g. 0.0.0.0:8999)")),
+        )
+    }
+
+    fn file(&mut self, path: &str, value: &str) -> PathBuf {
+        let p = PathBuf::from(value);
+        if self.files == FileCheck::Check && !p.is_file() {
+            self.error(path, format!("file `{value}` does not exist or is not a file"));
+        }
+        p
+    }
+
+    fn tls(&mut self, path: &str, raw: &raw::ServerTls) -> ServerTls {
+        ServerTls {
+            cert_file: self.file(&format!("{path}.cert_file"), &raw.cert_file),
+            key_file: self.file(&format!("{path}.key_file"), &raw.key_file),
+            client_ca_file: raw
+                .client_ca_file
+                .as_deref()
+                .map(|f| self.file(&format!("{path}.client_ca_file"), f)),
+        }
+    }
+
+    fn vehicle_server(&mut self, section: &str, raw: &raw::VehicleServer, default_port: u16) -> VehicleServerConfig {
+        let listen = raw
+            .listen
+            .as_deref()
+            .and_then(|l| self.socket(&format!("{section}.listen"), l))
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)));
+        VehicleServerConfig {
+            listen,
+            tls: raw.tls.as_ref().map(|t| self.tls(&format!("{section}.tls"), t)),
+            idle_timeout: self.duration(
+                &format!("{section}.idle_timeout"),
+                raw.idle_timeout.as_deref(),
+                Duration::from_secs(180),
+            ),
+            max_connections: raw.max_connections.unwrap_or(20_000),
+        }
+    }
+}
+
+fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>) -> Option<Config> {
+    let mut v = Validator { errors, files };
+
+    let present = |name: &str| raw.present.iter().any(|p| p == name);
+    let (edge_present, uplink_present) = (present("edge"), present("uplink"));
+    let edge = match raw.edge {
+        None => {
+            if !edge_present {
+                v.error("edge", "section is required (at least `edge.id`)");
+            }
+            None
+        }
+        Some(e) => {
+            let id = v.take("edge.id", EdgeId::new(&e.id));
+            let site = e.site.map(|s| {
+                if !(-90.0..=90.0).contains(&s.latitude) {
+                    v.error("edge.site.latitude", format!("{} is outside -90..90", s.latitude));
+                }
+                if !(-180.0..=180.0).contains(&s.longitude) {
+                    v.error("edge.site.longitude", format!("{} is outside -180..180", s.longitude));
+                }
+                Site {
+                    name: s.name.unwrap_or_default(),
+                    latitude: s.latitude,
+                    longitude: s.longitude,
+                }
+            });
+            id.map(|id| EdgeConfig { id, site })
+        }
+    };
+
+    let raw_storage = raw.storage.unwrap_or_default();
+    let storage = StorageConfig {
+        path: PathBuf::from(
+            raw_storage
+                .path
+                .unwrap_or_else(|| "/var/lib/roadedge/roadedge.db".to_string()),
+        ),
+        max_bytes: match raw_storage.max_bytes {
+            None => 2 << 30,
+            Some(s) => v.take("storage.max_bytes", parse_size(&s)).unwrap_or(2 << 30),
+        },
+    };
+    if storage.max_bytes < 64 * 1024 {
+        v.error("storage.max_bytes", "must be at least 64KiB");
+    }
+
+    let uplink = match raw.uplink {
+        None => {
+            if !uplink_present {
+                v.error("uplink", "section is required (at least `uplink.url`)");
+            }
+            None
+        }
+        Some(u) => {
+            let url = v.take("uplink.url", BrokerUrl::parse(&u.url));
+            let ca_file = u.ca_file.as_deref().map(|f| v.file("uplink.ca_file", f));
+            let cert_file = u.cert_file.as_deref().map(|f| v.file("uplink.cert_file", f));
+            let key_file = u.key_file.as_deref().map(|f| v.file("uplink.key_file", f));
+            if cert_file.is_some() != key_file.is_some() {
+                v.error("uplink.key_file", "cert_file and key_file must be given together");
+            }
+            let topic_prefix = v
+                .take("uplink.topic_prefix", TopicPrefix::new(u.topic_prefix.as_deref().unwrap_or("")))
+                .unwrap_or_default();
+            let keep_alive = v.duration("uplink.keep_alive", u.keep_alive.as_deref(), Duration::from_secs(30));
+            if keep_alive < Duration::from_secs(5) {
+                v.error("uplink.keep_alive", "must be at least 5s");
+            }
+            let max_inflight = u.max_inflight.unwrap_or(100);
+            if !(1..=1000).contains(&max_inflight) {
+                v.error("uplink.max_inflight", "must be between 1 and 1000");
+            }
+            url.map(|url| UplinkConfig {
+                url,
+                ca_file,
+                cert_file,
+                key_file,
+                topic_prefix,
+                keep_alive,
+                command_ttl: v.duration("uplink.command_ttl", u.command_ttl.as_deref(), Duration::from_secs(24 * 3600)),
+                max_inflight,
+                metrics_interval: v.duration(
+                    "uplink.metrics_interval",
+                    u.metrics_interval.as_deref(),
+                    Duration::from_secs(60),
+                ),
+            })
+        }
+    };
+
+    let gbt32960 = raw.gbt32960.map(|s| v.vehicle_server("gbt32960", &s, 8999));
+    let jt808 = raw.jt808.map(|s| {
+        let server = v.vehicle_server("jt808", &s.server(), 7999);
+        let auth = match s.auth.as_deref().unwrap_or("open") {
+            "open" => Jt808Auth::Open,
+            "registry" => Jt808Auth::Registry,
+            other => {
+                v.error("jt808.auth", format!("`{other}` is not one of: open, registry"));
+                Jt808Auth::Open
+            }
+        };
+        let encoding = match s.encoding.as_deref().unwrap_or("gbk") {
+            "gbk" => TextEncoding::Gbk,
+            "utf8" | "utf-8" => TextEncoding::Utf8,
+            other => {
+                v.error("jt808.encoding", format!("`{other}` is not one of: gbk, utf8"));
+                TextEncoding::Gbk
+            }
+        };
+        Jt808Config { server, auth, encoding }
+    });
+
+    let readers = raw.readers.map(|r| {
+        let listen = r.listen.as_deref().and_then(|l| v.socket("readers.listen", l));
+        let dialect = match r.dialect.as_deref().unwrap_or("gbt37987-2019") {
+            "gbt37987-2019" => ReaderDialect::Gbt37987_2019,
+            "hb-2017" => ReaderDialect::Hb2017,
+            other => {
+                v.error(
+                    "readers.dialect",
+                    format!("`{other}` is not one of: gbt37987-2019, hb-2017"),
+                );
+                ReaderDialect::Gbt37987_2019
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        let devices = r
+            .devices
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                let path = format!("readers.devices[{i}]");
+                let id = v.take(&format!("{path}.id"), DeviceId::new(&d.id));
+                if let Some(id) = &id {
+                    if !seen.insert(id.to_string()) {
+                        v.error(format!("{path}.id"), format!("duplicate reader id `{id}`"));
+                    }
+                }
+                let link = match (d.tcp, d.serial) {
+                    (Some(tcp), None) => v.socket(&format!("{path}.tcp"), &tcp).map(ReaderLink::Tcp),
+                    (None, Some(s)) => {
+                        let baud = s.baud.unwrap_or(19200);
+                        if ![1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200].contains(&baud) {
+                            v.error(format!("{path}.serial.baud"), format!("{baud} is not a standard baud rate"));
+                        }
+                        Some(ReaderLink::Serial {
+                            port: PathBuf::from(s.port),
+                            baud,
+                            address: s.address.unwrap_or(1),
+                        })
+                    }
+                    _ => {
+                        v.error(path.clone(), "exactly one of `tcp` or `serial` is required");
+                        None
+                    }
+                };
+                Some(ReaderDevice { id: id?, link: link? })
+            })
+            .collect();
+        ReadersConfig {
+            listen,
+            dialect,
+            keepalive_interval: v.duration(
+                "readers.keepalive_interval",
+                r.keepalive_interval.as_deref(),
+                Duration::from_secs(10),
+            ),
+            devices,
+        }
+    });
+
+    let web = raw.web.map(|w| {
+        let listen = v
+            .socket("web.listen", w.listen.as_deref().unwrap_or("127.0.0.1:8080"))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let users = w
+            .users
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, u)| {
+                let path = format!("web.users[{i}]");
+                if u.name.is_empty() || u.name.len() > 64 {
+                    v.error(format!("{path}.name"), "must be 1 to 64 characters");
+                }
+                if !u.password_hash.starts_with("$argon2id$")
+                    || argon2::PasswordHash::new(&u.password_hash).is_err()
+                {
+                    v.error(
+                        format!("{path}.password_hash"),
+                        "must be an argon2id PHC string (make one with `roadedge passwd`)",
+                    );
+                }
+                let role = match u.role.as_deref().unwrap_or("viewer") {
+                    "admin" => Role::Admin,
+                    "viewer" => Role::Viewer,
+                    other => {
+                        v.error(format!("{path}.role"), format!("`{other}` is not one of: admin, viewer"));
+                        return None;
+                    }
+                };
+                Some(WebUser {
+                    name: u.name,
+                    password_hash: u.password_hash,
+                    role,
+                })
+            })
+            .collect();
+        WebConfig {
+            listen,
+            tls: w.tls.as_ref().map(|t| v.tls("web.tls", t)),
+            users,
+        }
+    });
+
+    let schedule = raw
+        .schedule
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, j)| {
+            let path = format!("schedule[{i}]");
+            let cron = v.take(
+                &format!("{path}.cron"),
+                j.cron
+                    .parse::<cron::Schedule>()
+                    .map_err(|e| format!("`{}` is not a 6-field cron expression: {e}", j.cron)),
+            );
+            let job = match j.job.as_str() {
+                "retention" => Some(JobKind::Retention),
+                "reader_time_sync" => Some(JobKind::ReaderTimeSync),
+                "reader_log_pull" => Some(JobKind::ReaderLogPull),
+                "select_spec" => Some(JobKind::SelectSpec),
+                "metrics" => Some(JobKind::Metrics),
+                other => {
+                    v.error(
+                        format!("{path}.job"),
+                        format!(
+                            "`{other}` is not one of: retention, reader_time_sync, reader_log_pull, select_spec, metrics"
+                        ),
+                    );
+                    None
+                }
+            };
+            if job == Some(JobKind::SelectSpec) {
+                if j.spec_id.is_none() {
+                    v.error(format!("{path}.spec_id"), "required for a select_spec job");
+                }
+                if !matches!(j.action.as_deref(), Some("start" | "stop")) {
+                    v.error(format!("{path}.action"), "must be `start` or `stop` for a select_spec job");
+                }
+            }
+            let reader = j
+                .reader
+                .as_deref()
+                .and_then(|r| v.take(&format!("{path}.reader"), DeviceId::new(r)));
+            Some(ScheduledJob {
+                name: j.name,
+                cron: cron?,
+                job: job?,
+                reader,
+                spec_id: j.spec_id,
+                action: j.action,
+            })
+        })
+        .collect();
+
+    let logging = LoggingConfig {
+        level: raw
+            .logging
+            .and_then(|l| l.level)
+            .unwrap_or_else(|| "info".to_string()),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
+        v.error("logging.level", format!("`{}` is not a log level or filter", logging.level));
+    }
+
+    let ota = raw.ota.map(|o| OtaConfig {
+        public_key_file: v.file("ota.public_key_file", &o.public_key_file),
+    });
+
+    Some(Config {
+        edge: edge?,
+        storage,
+        uplink: uplink?,
+        gbt32960,
+        jt808,
+        readers,
+        web,
+        schedule,
+        logging,
+        ota,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "edge: {id: cab-1}\nuplink: {url: 'mqtt://127.0.0.1:1883'}\n";
+
+    #[test]
+    fn minimal_config_gets_contract_defaults() {
+        let c = Config::parse(MINIMAL, FileCheck::Check).unwrap();
+        assert_eq!(c.edge.id.as_str(), "cab-1");
+        assert_eq!(c.storage.max_bytes, 2 << 30);
+        assert_eq!(c.uplink.keep_alive, Duration::from_secs(30));
+        assert_eq!(c.uplink.command_ttl, Duration::from_secs(86400));
+        assert!(c.gbt32960.is_none());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let text = "edge: {id: 'bad id!'}\nstorage: {max_bytes: 12XB}\nuplink: {url: 'http://x', keep_alive: 5 minutes}\n";
+        let errs = Config::parse(text, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["edge.id", "storage.max_bytes", "uplink.url", "uplink.keep_alive"], "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_in_every_section() {
+        let text = "edge: {id: a, colour: red}\nuplink: {url: 'mqtt://h:1', qos: 2}\nextra: 1\n";
+        let errs = Config::parse(text, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"edge.colour"), "{errs:?}");
+        assert!(paths.contains(&"uplink.qos"), "{errs:?}");
+        assert!(paths.contains(&"extra"), "{errs:?}");
+    }
+
+    #[test]
+    fn missing_files_are_reported_when_checked() {
+        let text = "edge: {id: a}\nuplink: {url: 'mqtts://h:8883', ca_file: /nonexistent/ca.pem}\n";
+        let errs = Config::parse(text, FileCheck::Check).unwrap_err().0;
+        assert_eq!(errs[0].path, "uplink.ca_file");
+        assert!(Config::parse(text, FileCheck::Skip).is_ok());
+    }
+
+    #[test]
+    fn reader_needs_exactly_one_link() {
+        let text = "edge: {id: a}\nuplink: {url: 'mqtt://h:1'}\nreaders:\n  devices:\n    - {id: r1}\n    - {id: r1, tcp: '127.0.0.1:5084'}\n    - {id: r2, serial: {port: /dev/ttyS1}}\n";
+        let errs = Config::parse(text, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["readers.devices[0]", "readers.devices[1].id"], "{errs:?}");
+    }
+
+    #[test]
+    fn bad_cron_and_job_are_reported() {
+        let text = "edge: {id: a}\nuplink: {url: 'mqtt://h:1'}\nschedule:\n  - {name: x, cron: 'every day', job: retention}\n  - {name: y, cron: '0 0 3 * * *', job: dance}\n";
+        let errs = Config::parse(text, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["schedule[0].cron", "schedule[1].job"], "{errs:?}");
+    }
+}

@@ -1,0 +1,278 @@
+//! The YAML document as written: one struct per section, `deny_unknown_fields`, leaves as plain
+//! strings and numbers so that validation (in `mod.rs`) can report every bad value with its path.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::ConfigError;
+
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    /// Sections present in the document, whether or not they deserialized.
+    pub present: Vec<String>,
+    pub edge: Option<Edge>,
+    pub storage: Option<Storage>,
+    pub uplink: Option<Uplink>,
+    pub gbt32960: Option<VehicleServer>,
+    pub jt808: Option<Jt808>,
+    pub readers: Option<Readers>,
+    pub web: Option<Web>,
+    pub schedule: Option<Vec<Job>>,
+    pub logging: Option<Logging>,
+    pub ota: Option<Ota>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    pub id: String,
+    pub site: Option<Site>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub name: Option<String>,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    pub path: Option<String>,
+    pub max_bytes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    pub url: String,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub topic_prefix: Option<String>,
+    pub keep_alive: Option<String>,
+    pub command_ttl: Option<String>,
+    pub max_inflight: Option<u16>,
+    pub metrics_interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VehicleServer {
+    pub listen: Option<String>,
+    pub tls: Option<ServerTls>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jt808 {
+    pub listen: Option<String>,
+    pub tls: Option<ServerTls>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub auth: Option<String>,
+    pub encoding: Option<String>,
+}
+
+impl Jt808 {
+    /// The server part shared with the other vehicle gateways (serde's `flatten` cannot be combined
+    /// with `deny_unknown_fields`, hence the explicit split).
+    pub fn server(&self) -> VehicleServer {
+        VehicleServer {
+            listen: self.listen.clone(),
+            tls: self.tls.clone(),
+            idle_timeout: self.idle_timeout.clone(),
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readers {
+    pub listen: Option<String>,
+    pub dialect: Option<String>,
+    pub keepalive_interval: Option<String>,
+    pub devices: Option<Vec<ReaderDevice>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderDevice {
+    pub id: String,
+    pub tcp: Option<String>,
+    pub serial: Option<Serial>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Serial {
+    pub port: String,
+    pub baud: Option<u32>,
+    pub address: Option<u8>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    pub listen: Option<String>,
+    pub tls: Option<ServerTls>,
+    pub users: Option<Vec<WebUser>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebUser {
+    pub name: String,
+    pub password_hash: String,
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub name: String,
+    pub cron: String,
+    pub job: String,
+    pub reader: Option<String>,
+    pub spec_id: Option<u32>,
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ota {
+    pub public_key_file: String,
+}
+
+/// Deserializes each top-level section on its own so an error in one does not hide the others.
+/// Returns `None` only when the document itself is not a YAML mapping.
+pub fn parse_sections(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConfig> {
+    let doc: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(serde_yaml::Value::Null) => serde_yaml::Value::Mapping(Default::default()),
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(ConfigError {
+                path: String::new(),
+                message: format!("not valid YAML: {e}"),
+            });
+            return None;
+        }
+    };
+    let serde_yaml::Value::Mapping(map) = doc else {
+        errors.push(ConfigError {
+            path: String::new(),
+            message: "the document must be a mapping of sections".into(),
+        });
+        return None;
+    };
+    let mut raw = RawConfig::default();
+    for (key, value) in map {
+        let Some(name) = key.as_str() else {
+            errors.push(ConfigError {
+                path: String::new(),
+                message: format!("section names must be strings, found {key:?}"),
+            });
+            continue;
+        };
+        raw.present.push(name.to_string());
+        match name {
+            "edge" => raw.edge = section(name, value, errors),
+            "storage" => raw.storage = section(name, value, errors),
+            "uplink" => raw.uplink = section(name, value, errors),
+            "gbt32960" => raw.gbt32960 = section(name, value, errors),
+            "jt808" => raw.jt808 = section(name, value, errors),
+            "readers" => raw.readers = section(name, value, errors),
+            "web" => raw.web = section(name, value, errors),
+            "schedule" => raw.schedule = section(name, value, errors),
+            "logging" => raw.logging = section(name, value, errors),
+            "ota" => raw.ota = section(name, value, errors),
+            other => errors.push(ConfigError {
+                path: other.to_string(),
+                message: "unknown section (expected one of: edge, storage, uplink, gbt32960, jt808, readers, web, schedule, logging, ota)".into(),
+            }),
+        }
+    }
+    Some(raw)
+}
+
+/// Deserializes one section; on failure records the error with the full path and returns `None`.
+/// Numbers and booleans where strings are expected (e.g. `max_bytes: 1024`) are accepted as text.
+fn section<T: DeserializeOwned>(name: &str, value: serde_yaml::Value, errors: &mut Vec<ConfigError>) -> Option<T> {
+    let value = stringify_scalars_where_needed(value);
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let path = if inner == "." || inner.is_empty() {
+                name.to_string()
+            } else if inner.starts_with('[') {
+                format!("{name}{inner}")
+            } else {
+                format!("{name}.{inner}")
+            };
+            let message = e.into_inner().to_string();
+            // serde_yaml appends " at line N column M" for the sub-value, which is relative to the
+            // section and would mislead; the path says where.
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
+            // For an unknown field, serde reports the field name itself; put it into the path.
+            let (path, message) = match message.strip_prefix("unknown field `") {
+                Some(rest) => {
+                    let field = rest.split('`').next().unwrap_or("");
+                    let expected = rest.split_once(", expected ").map(|(_, e)| e).unwrap_or("");
+                    let path = if path.ends_with(field) { path } else { format!("{path}.{field}") };
+                    (path, format!("unknown key (expected {expected})"))
+                }
+                None => (path, message),
+            };
+            errors.push(ConfigError { path, message });
+            None
+        }
+    }
+}
+
+/// Sizes such as `max_bytes: 1048576` are plain YAML integers; the raw structs keep them as strings.
+fn stringify_scalars_where_needed(value: serde_yaml::Value) -> serde_yaml::Value {
+    use serde_yaml::Value;
+    match value {
+        Value::Mapping(m) => Value::Mapping(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let is_text_leaf = matches!(
+                        k.as_str(),
+                        Some("max_bytes" | "keep_alive" | "idle_timeout" | "command_ttl" | "metrics_interval" | "keepalive_interval" | "id" | "name")
+                    );
+                    let v = match v {
+                        Value::Number(n) if is_text_leaf => Value::String(n.to_string()),
+                        other => stringify_scalars_where_needed(other),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Sequence(s) => Value::Sequence(s.into_iter().map(stringify_scalars_where_needed).collect()),
+        other => other,
+    }
+}

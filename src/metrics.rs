@@ -1,0 +1,206 @@
+//! The appliance's counters in one place (CONTRACT section 8): what a field engineer needs to see,
+//! published on `edge/{id}/metrics` and shown on the web page. Names here are the stable names.
+//!
+//! Counters are lock-free atomics bumped on hot paths; the few aggregates (PUBACK latency
+//! percentiles, per-reader state) take a short mutex. `snapshot()` renders the JSON.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+/// Counters kept per device protocol.
+#[derive(Debug, Default)]
+pub struct ProtocolCounters {
+    /// Currently open connections.
+    pub connections: AtomicI64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub frames_bad: AtomicU64,
+    pub bytes_in: AtomicU64,
+}
+
+impl ProtocolCounters {
+    fn snapshot(&self) -> Value {
+        json!({
+            "connections": self.connections.load(Relaxed),
+            "frames_in": self.frames_in.load(Relaxed),
+            "frames_out": self.frames_out.load(Relaxed),
+            "frames_bad": self.frames_bad.load(Relaxed),
+            "bytes_in": self.bytes_in.load(Relaxed),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    pub backlog_rows: AtomicI64,
+    pub backlog_bytes: AtomicI64,
+    /// Creation time (ms since epoch) of the oldest unsent row; 0 when the backlog is empty.
+    pub oldest_unsent_ms: AtomicI64,
+    pub committed_total: AtomicU64,
+    pub evicted_total: AtomicU64,
+    /// Group commits performed (one transaction each).
+    pub commits_total: AtomicU64,
+    pub write_errors_total: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct UplinkCounters {
+    pub connected: AtomicU64,
+    pub published_total: AtomicU64,
+    pub reconnects_total: AtomicU64,
+    pub commands_total: AtomicU64,
+    puback_latency_ms: Mutex<LatencyWindow>,
+}
+
+impl UplinkCounters {
+    pub fn record_puback_latency(&self, ms: u64) {
+        if let Ok(mut w) = self.puback_latency_ms.lock() {
+            w.push(ms);
+        }
+    }
+
+    /// (p50, p99) of the recent PUBACK latencies in ms.
+    pub fn puback_percentiles(&self) -> (u64, u64) {
+        self.puback_latency_ms
+            .lock()
+            .map(|w| (w.percentile(50), w.percentile(99)))
+            .unwrap_or((0, 0))
+    }
+}
+
+/// The last `CAP` samples; enough for stable percentiles at the metrics period.
+#[derive(Debug, Default)]
+struct LatencyWindow {
+    samples: Vec<u64>,
+    next: usize,
+}
+
+impl LatencyWindow {
+    const CAP: usize = 2048;
+
+    fn push(&mut self, v: u64) {
+        if self.samples.len() < Self::CAP {
+            self.samples.push(v);
+        } else {
+            self.samples[self.next] = v;
+        }
+        self.next = (self.next + 1) % Self::CAP;
+    }
+
+    fn percentile(&self, p: usize) -> u64 {
+        if self.samples.is_empty() {
+            return 0;
+        }
+        let mut s = self.samples.clone();
+        s.sort_unstable();
+        let idx = (s.len() * p).div_ceil(100).saturating_sub(1).min(s.len() - 1);
+        s[idx]
+    }
+}
+
+/// Link state of one reader, as shown on the status topic and the web page.
+#[derive(Debug, Clone, Default)]
+pub struct ReaderState {
+    pub link_up: bool,
+    pub last_seen: Option<String>,
+    pub tag_reports_total: u64,
+    pub alarms_active: u64,
+}
+
+/// Every counter of the appliance.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub gbt32960: ProtocolCounters,
+    pub jt808: ProtocolCounters,
+    pub gbt37987: ProtocolCounters,
+    pub store: StoreCounters,
+    pub uplink: UplinkCounters,
+    pub readers: Mutex<BTreeMap<String, ReaderState>>,
+}
+
+impl Metrics {
+    /// Seconds since the oldest unsent row was created, at `now_ms`.
+    pub fn oldest_unsent_age_s(&self, now_ms: i64) -> i64 {
+        match self.store.oldest_unsent_ms.load(Relaxed) {
+            0 => 0,
+            t => ((now_ms - t) / 1000).max(0),
+        }
+    }
+
+    /// The JSON published on `edge/{id}/metrics`; `system` comes from `ops::system`.
+    pub fn snapshot(&self, now_ms: i64, system: Value) -> Value {
+        let (p50, p99) = self.uplink.puback_percentiles();
+        let readers: BTreeMap<String, Value> = self
+            .readers
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, s)| {
+                        (
+                            id.clone(),
+                            json!({
+                                "link": if s.link_up { "up" } else { "down" },
+                                "tag_reports_total": s.tag_reports_total,
+                                "alarms_active": s.alarms_active,
+                            }),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "gbt32960": self.gbt32960.snapshot(),
+            "jt808": self.jt808.snapshot(),
+            "gbt37987": self.gbt37987.snapshot(),
+            "store": {
+                "backlog_rows": self.store.backlog_rows.load(Relaxed),
+                "backlog_bytes": self.store.backlog_bytes.load(Relaxed),
+                "oldest_unsent_age_s": self.oldest_unsent_age_s(now_ms),
+                "committed_total": self.store.committed_total.load(Relaxed),
+                "evicted_total": self.store.evicted_total.load(Relaxed),
+            },
+            "uplink": {
+                "connected": self.uplink.connected.load(Relaxed) == 1,
+                "published_total": self.uplink.published_total.load(Relaxed),
+                "puback_latency_ms_p50": p50,
+                "puback_latency_ms_p99": p99,
+                "reconnects_total": self.uplink.reconnects_total.load(Relaxed),
+            },
+            "readers": readers,
+            "system": system,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_recent_window() {
+        let m = UplinkCounters::default();
+        for v in 1..=100 {
+            m.record_puback_latency(v);
+        }
+        assert_eq!(m.puback_percentiles(), (50, 99));
+        for _ in 0..LatencyWindow::CAP {
+            m.record_puback_latency(7);
+        }
+        assert_eq!(m.puback_percentiles(), (7, 7));
+    }
+
+    #[test]
+    fn snapshot_uses_the_contract_names() {
+        let m = Metrics::default();
+        let s = m.snapshot(0, json!({}));
+        for key in ["backlog_rows", "backlog_bytes", "oldest_unsent_age_s", "committed_total", "evicted_total"] {
+            assert!(s["store"].get(key).is_some(), "{key}");
+        }
+        for key in ["connections", "frames_in", "frames_out", "frames_bad", "bytes_in"] {
+            assert!(s["jt808"].get(key).is_some(), "{key}");
+        }
+    }
+}

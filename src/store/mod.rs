@@ -1,0 +1,212 @@
+//! The durable store: SQLite (WAL, `synchronous=FULL`) owned by one writer thread that batches
+//! every write of the appliance into group commits.
+//!
+//! Owns: the schema and its migrations, the outbox of upstream records with the per-edge `seq`,
+//! the byte budget and its priority eviction (CONTRACT 5.4), the start-up integrity check
+//! (CONTRACT 5.5). Callers get their completion only after the transaction holding their write has
+//! committed: that is what lets a protocol session acknowledge a device.
+//!
+//! Must not: be written from many connections (all writes go through [`Store::write`]).
+
+pub mod outbox;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use outbox::{EnvelopeKey, OutboxRow, Record, RecordClass};
+pub use schema::OpenReport;
+pub use writer::WriteCtx;
+
+use crate::metrics::Metrics;
+use crate::time::{now_ms, now_rfc3339};
+
+/// Errors of the store. Clone so one commit failure can be reported to every caller in the batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(String),
+    #[error("storage I/O: {0}")]
+    Io(String),
+    #[error("record of {0} bytes does not fit the backlog budget")]
+    TooLarge(u64),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub edge_id: String,
+}
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A unit of work for the writer: runs inside the batch transaction (in its own savepoint),
+/// returns whether it succeeded and what to do once the batch's commit outcome is known.
+type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Completion) + Send>;
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<writer::Msg>,
+    committed: watch::Receiver<i64>,
+    readers: Arc<ReadPool>,
+    writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Bound of the job queue: callers wait (backpressure) rather than queue without limit.
+const JOB_QUEUE: usize = 8192;
+
+impl Store {
+    /// Opens the database (moving a corrupt one aside), starts the writer thread.
+    pub fn open(options: StoreOptions, metrics: Arc<Metrics>) -> Result<(Store, OpenReport), StoreError> {
+        let seq_base = now_ms().max(0) * 1000;
+        let (conn, report) = schema::open(&options.path, &now_rfc3339(), seq_base)?;
+        let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
+        let mut state = writer::WriterState::load(&conn, options.max_bytes, options.edge_id.clone(), metrics)?;
+        let (committed_tx, committed_rx) = watch::channel(state.last_seq());
+        if let (Some(moved), Some(reason)) = (&report.moved_aside, &report.corruption) {
+            state.queue_alarm(
+                "store_corrupt",
+                serde_json::json!({"moved_to": moved.display().to_string(), "reason": reason}),
+            );
+        }
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer::run(conn, state, jobs_rx, committed_tx))
+            .map_err(|e| StoreError::Io(format!("spawning the writer thread: {e}")))?;
+        let store = Store {
+            jobs: jobs_tx,
+            committed: committed_rx,
+            readers: Arc::new(ReadPool {
+                path: options.path,
+                idle: Mutex::new(Vec::new()),
+            }),
+            writer_thread: Arc::new(Mutex::new(Some(handle))),
+        };
+        Ok((store, report))
+    }
+
+    /// Runs `f` inside the writer's next group commit and returns its result once committed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |ctx| {
+            let result = f(ctx);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, completion)
+        });
+        self.jobs.send(writer::Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Appends one upstream record; resolves with its `seq` once committed.
+    pub async fn append(&self, record: Record) -> Result<i64, StoreError> {
+        self.write(move |ctx| ctx.append(&record)).await
+    }
+
+    /// Appends several records atomically (all or none), in order.
+    pub async fn append_all(&self, records: Vec<Record>) -> Result<Vec<i64>, StoreError> {
+        self.write(move |ctx| records.iter().map(|r| ctx.append(r)).collect())
+            .await
+    }
+
+    /// Removes records whose PUBACK arrived.
+    pub async fn acknowledge(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
+        self.write(move |ctx| ctx.delete_rows(&seqs)).await
+    }
+
+    /// Runs a read on a pooled read-only connection, off the async threads.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().ok().and_then(|mut v| v.pop()) {
+                Some(c) => c,
+                None => schema::open_reader(&pool.path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut idle) = pool.idle.lock() {
+                if idle.len() < 4 {
+                    idle.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("read task failed: {e}")))?
+    }
+
+    /// The highest committed `seq`; changes whenever an append commits.
+    pub fn committed_seq(&self) -> watch::Receiver<i64> {
+        self.committed.clone()
+    }
+
+    /// Purges finished commands older than `keep_ms` and returns free pages to the file system.
+    pub async fn retention(&self, keep_ms: i64) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - keep_ms;
+        let purged = self
+            .write(move |ctx| {
+                Ok(ctx.conn().execute(
+                    "DELETE FROM commands WHERE finished_ms IS NOT NULL AND finished_ms < ?1",
+                    [cutoff],
+                )?)
+            })
+            .await?;
+        // incremental_vacuum cannot run inside the writer's transaction; a write job outside a
+        // transaction is not possible either, so it runs on its own connection (WAL allows it,
+        // busy_timeout covers the writer's short commits).
+        let path = self.readers.path.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let c = Connection::open(&path)?;
+            c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA incremental_vacuum;")?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))??;
+        Ok(purged)
+    }
+
+    /// Stops accepting work, lets the writer commit what is queued, and waits for it to exit.
+    pub async fn close(self) {
+        let Store {
+            jobs, writer_thread, ..
+        } = self;
+        let _ = jobs.send(writer::Msg::Stop).await;
+        let handle = writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.readers.path
+    }
+}
