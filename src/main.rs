@@ -1,1 +1,5 @@
-fn main(){}
+//! The `roadedge` binary: all logic lives in the library.
+
+fn main() -> std::process::ExitCode {
+    roadedge::cli::main()
+}

@@ -116,6 +116,11 @@ pub struct WriteCtx<'a> {
 }
 
 impl WriteCtx<'_> {
+    /// The edge's id (for records that name their own topic).
+    pub fn edge_id(&self) -> &str {
+        &self.state.edge_id
+    }
+
     /// The connection, inside the current transaction.
     pub fn conn(&self) -> &Connection {
         self.conn

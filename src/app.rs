@@ -1,0 +1,142 @@
+//! Wiring of the appliance: opens the store, starts the uplink, the command plane and the device
+//! gateways, and shuts them down in order (stop intake, drain, flush the store) within 10 s.
+//! Holds no logic of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::{CommandPlane, EdgeInfo};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::ops::systemd;
+use crate::sim::synthetic::{self, SyntheticOptions};
+use crate::store::{Store, StoreOptions};
+use crate::time::now_ms;
+use crate::uplink::{self, UplinkSettings};
+
+/// Version string reported on the status topic and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Extra sources started beside the configured ones.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The synthetic record source (demo and durability tests).
+    pub synthetic: Option<SyntheticOptions>,
+}
+
+/// A running appliance: what the demo and tests need to look at.
+pub struct Appliance {
+    pub metrics: Arc<Metrics>,
+    pub store: Store,
+    pub plane: Arc<CommandPlane>,
+}
+
+/// Runs the appliance until `shutdown` is cancelled.
+pub async fn run(config: Config, options: RunOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(config, options, shutdown, |_| {}).await
+}
+
+/// Like [`run`], calling `started` once everything is up.
+pub async fn run_with(
+    config: Config,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    started: impl FnOnce(&Appliance),
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let (store, report) = Store::open(
+        StoreOptions {
+            path: config.storage.path.clone(),
+            max_bytes: config.storage.max_bytes,
+            edge_id: config.edge.id.to_string(),
+        },
+        metrics.clone(),
+    )
+    .with_context(|| format!("opening the store at {}", config.storage.path.display()))?;
+    if let Some(moved) = &report.moved_aside {
+        tracing::error!(
+            moved_to = %moved.display(),
+            reason = report.corruption.as_deref().unwrap_or(""),
+            "the database was unusable: moved aside, started with a fresh one"
+        );
+    }
+
+    let edge = EdgeInfo {
+        edge_id: config.edge.id.to_string(),
+        version: VERSION.to_string(),
+        started_ms: now_ms(),
+    };
+    let plane = Arc::new(CommandPlane::new(store.clone(), edge, config.uplink.command_ttl, metrics.clone()));
+
+    let tls = if config.uplink.url.tls {
+        let cert_and_key = config
+            .uplink
+            .cert_file
+            .as_deref()
+            .zip(config.uplink.key_file.as_deref());
+        Some(Arc::new(
+            crate::tls::client_config(config.uplink.ca_file.as_deref(), cert_and_key).context("uplink TLS")?,
+        ))
+    } else {
+        None
+    };
+    let settings = UplinkSettings {
+        url: config.uplink.url.clone(),
+        tls,
+        edge_id: config.edge.id.to_string(),
+        version: VERSION.to_string(),
+        prefix: config.uplink.topic_prefix.clone(),
+        keep_alive: config.uplink.keep_alive,
+        max_inflight: config.uplink.max_inflight,
+        metrics_interval: config.uplink.metrics_interval,
+    };
+
+    for (section, enabled) in [
+        ("gbt32960", config.gbt32960.is_some()),
+        ("jt808", config.jt808.is_some()),
+        ("readers", config.readers.is_some()),
+        ("web", config.web.is_some()),
+    ] {
+        if enabled {
+            tracing::warn!("`{section}` is configured but this build does not serve it yet; ignored");
+        }
+    }
+
+    // Intake stops first, the uplink and the store last, so everything accepted gets committed.
+    let intake_stop = CancellationToken::new();
+    let core_stop = CancellationToken::new();
+    let mut intake = Vec::new();
+    if let Some(opts) = options.synthetic {
+        intake.push(tokio::spawn(synthetic::run(store.clone(), opts, intake_stop.clone())));
+    }
+    let uplink_task = tokio::spawn(uplink::run(settings, store.clone(), plane.clone(), metrics.clone(), core_stop.clone()));
+    let expiry_task = tokio::spawn(plane.clone().run_expiry(core_stop.clone()));
+    let watchdog_task = tokio::spawn(systemd::watchdog(store.clone(), core_stop.clone()));
+
+    started(&Appliance {
+        metrics: metrics.clone(),
+        store: store.clone(),
+        plane: plane.clone(),
+    });
+    systemd::notify_ready();
+    tracing::info!(edge = %config.edge.id, version = VERSION, "roadedge running");
+
+    shutdown.cancelled().await;
+    systemd::notify_stopping();
+    tracing::info!("shutting down");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
+    intake_stop.cancel();
+    for t in intake {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    core_stop.cancel();
+    for t in [uplink_task, expiry_task, watchdog_task] {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    let _ = tokio::time::timeout_at(deadline, store.close()).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Command line (CONTRACT section 1): parses arguments and calls the library. Exit codes: 0
+//! success, 2 invalid configuration or usage, 1 any other failure.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, RunOptions};
+use crate::config::{Config, FileCheck, DEFAULT_CONFIG_PATH};
+use crate::sim::synthetic::SyntheticOptions;
+
+#[derive(Parser, Debug)]
+#[command(name = "roadedge", version = long_version(), about = "Roadside edge appliance: RFID readers, GB/T 32960 and JT/T 808 vehicles, durable MQTT uplink")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn long_version() -> &'static str {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("ROADEDGE_BUILD_TARGET"),
+        ", ",
+        env!("ROADEDGE_BUILD_PROFILE"),
+        ")"
+    )
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    /// Configuration file [default: $ROADEDGE_CONFIG, else /etc/roadedge/roadedge.yaml]
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("ROADEDGE_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the appliance daemon until SIGTERM/SIGINT.
+    Run(ConfigArg),
+    /// Validate a configuration file; print every error with its YAML path.
+    CheckConfig(ConfigArg),
+    /// Read a password on stdin, print an argon2id hash for web.users[].password_hash.
+    Passwd,
+    /// Run the whole appliance locally with a loopback MQTT/TLS broker and simulated devices.
+    Demo(crate::demo::DemoArgs),
+    /// Simulators and load generators.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCommand {
+    /// Run the appliance from a configuration with a synthetic record source appending straight
+    /// into the store (durability tests, benchmarks).
+    Synthetic(SyntheticArgs),
+}
+
+#[derive(Args, Debug)]
+struct SyntheticArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Simulated devices, each appending in order.
+    #[arg(long, default_value_t = 8)]
+    devices: usize,
+    /// Records per second over all devices; 0 = as fast as commits complete.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Every n-th record of a device is critical (0 = never).
+    #[arg(long, default_value_t = 10)]
+    critical_every: u64,
+    /// Identifies this run in the records.
+    #[arg(long, default_value = "run")]
+    run_id: String,
+    /// Bytes of padding per record.
+    #[arg(long, default_value_t = 0)]
+    padding: usize,
+    /// Print `COMMITTED <device> <n> <seq> <kind>` after each commit.
+    #[arg(long)]
+    report_commits: bool,
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.command {
+        Command::CheckConfig(c) => check_config(&c.path()),
+        Command::Passwd => passwd(),
+        Command::Run(c) => run(&c.path(), RunOptions::default()),
+        Command::Sim(SimCommand::Synthetic(s)) => {
+            let options = RunOptions {
+                synthetic: Some(SyntheticOptions {
+                    devices: s.devices,
+                    rate: s.rate,
+                    critical_every: s.critical_every,
+                    run_id: s.run_id,
+                    report_commits: s.report_commits,
+                    padding: s.padding,
+                }),
+            };
+            run(&s.config.path(), options)
+        }
+        Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path, FileCheck::Check) {
+        Ok(_) => {
+            println!("{}: valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn passwd() -> ExitCode {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("cannot read a password from stdin");
+        return ExitCode::from(1);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("empty password");
+        return ExitCode::from(2);
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    match argon2::Argon2::default().hash_password(password.as_bytes(), &salt) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hashing failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: &std::path::Path, options: RunOptions) -> ExitCode {
+    let config = match Config::load(path, FileCheck::Check) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{}: {errors}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    crate::ops::logging::init(&config.logging.level);
+    runtime_block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        app::run(config, options, shutdown).await
+    })
+}
+
+fn runtime_block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("roadedge: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    token.cancel();
+}

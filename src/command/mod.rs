@@ -1,0 +1,464 @@
+//! The command plane: downstream commands from the cloud (MQTT) or the web page, routed to the
+//! edge itself or to a device gateway, persisted while the device is offline (up to a TTL), and
+//! ended with exactly one result each (CONTRACT 4: the device's answer, `timeout`, `expired` or
+//! `rejected` with a reason).
+//!
+//! Exactly-once results come from the database: a command's state moves out of `pending`/`sent`
+//! in the same transaction that appends its result record, guarded by the current state.
+//!
+//! Owns: the `commands` table, topic routing, the edge's own actions. Must not: speak any device
+//! protocol (gateways do, through [`DeviceGateway`]).
+
+mod edge;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rusqlite::params;
+use serde_json::{json, Value};
+
+use crate::metrics::Metrics;
+use crate::store::{EnvelopeKey, Record, RecordClass, Store, StoreError};
+use crate::time::now_ms;
+
+pub use edge::EdgeInfo;
+
+/// The device protocols commands can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Gbt32960,
+    Jt808,
+    Gbt37987,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Gbt32960 => "gbt32960",
+            Protocol::Jt808 => "jt808",
+            Protocol::Gbt37987 => "gbt37987",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Protocol> {
+        match s {
+            "gbt32960" => Some(Protocol::Gbt32960),
+            "jt808" => Some(Protocol::Jt808),
+            "gbt37987" => Some(Protocol::Gbt37987),
+            _ => None,
+        }
+    }
+
+    /// Topic on which results and device answers for `device` are published.
+    pub fn response_topic(self, device: &str) -> String {
+        match self {
+            Protocol::Gbt32960 => format!("gbt32960/{device}/upstream/response"),
+            Protocol::Jt808 => format!("jt808/{device}/{device}/up"),
+            Protocol::Gbt37987 => format!("gbt37987/{device}/up/response"),
+        }
+    }
+
+    fn envelope(self) -> EnvelopeKey {
+        match self {
+            Protocol::Gbt32960 => EnvelopeKey::Capitalised,
+            _ => EnvelopeKey::Lower,
+        }
+    }
+
+    /// The downstream topic filters to subscribe to.
+    pub const DOWNSTREAM_FILTERS: [&'static str; 3] = ["gbt32960/+/dnstream", "jt808/+/+/dn", "gbt37987/+/dn"];
+}
+
+/// Whom a downstream message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Edge,
+    Device { protocol: Protocol, device: String },
+}
+
+impl Target {
+    /// The stored form, `edge` or `{protocol}/{device}`.
+    fn key(&self) -> String {
+        match self {
+            Target::Edge => "edge".to_string(),
+            Target::Device { protocol, device } => format!("{}/{device}", protocol.name()),
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Target> {
+        if key == "edge" {
+            return Some(Target::Edge);
+        }
+        let (p, d) = key.split_once('/')?;
+        Some(Target::Device {
+            protocol: Protocol::from_name(p)?,
+            device: d.to_string(),
+        })
+    }
+}
+
+/// A command handed to a device gateway.
+#[derive(Debug, Clone)]
+pub struct DeviceCommand {
+    /// The command's row id; pass it back to [`CommandPlane::complete`] or [`CommandPlane::release`].
+    pub id: i64,
+    pub request_id: String,
+    pub device: String,
+    /// The command as the cloud sent it (protocol JSON).
+    pub payload: Value,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The device answered; the value is the answer's JSON.
+    Answer(Value),
+    /// The device did not answer within the protocol's retries.
+    Timeout,
+    /// Not executed, with a reason.
+    Rejected(String),
+    /// The TTL passed while the device was offline (set by the plane itself).
+    Expired,
+}
+
+/// Implemented by each device gateway (GB/T 32960, JT/T 808, GB/T 37987).
+pub trait DeviceGateway: Send + Sync {
+    /// Hands the command to the device's live session. Returns it back when the device is not
+    /// connected, so it stays queued.
+    fn deliver(&self, command: DeviceCommand) -> Result<(), DeviceCommand>;
+}
+
+/// Errors of command submission.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The command plane; shared as `Arc<CommandPlane>`.
+pub struct CommandPlane {
+    store: Store,
+    edge: EdgeInfo,
+    ttl: Duration,
+    gateways: RwLock<HashMap<Protocol, Arc<dyn DeviceGateway>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Largest command payload accepted.
+pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+
+impl CommandPlane {
+    pub fn new(store: Store, edge: EdgeInfo, ttl: Duration, metrics: Arc<Metrics>) -> CommandPlane {
+        CommandPlane {
+            store,
+            edge,
+            ttl,
+            gateways: RwLock::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Makes `protocol`'s gateway reachable; commands for it are queued from now on.
+    pub fn register(&self, protocol: Protocol, gateway: Arc<dyn DeviceGateway>) {
+        if let Ok(mut g) = self.gateways.write() {
+            g.insert(protocol, gateway);
+        }
+    }
+
+    /// Which target a downstream topic (prefix already removed) addresses.
+    pub fn route(&self, topic: &str) -> Option<Target> {
+        let parts: Vec<&str> = topic.split('/').collect();
+        match parts.as_slice() {
+            ["edge", id, "cmd"] if *id == self.edge.edge_id => Some(Target::Edge),
+            ["gbt32960", vin, "dnstream"] => Some(Target::Device {
+                protocol: Protocol::Gbt32960,
+                device: vin.to_string(),
+            }),
+            ["jt808", phone, phone2, "dn"] if phone == phone2 => Some(Target::Device {
+                protocol: Protocol::Jt808,
+                device: phone.to_string(),
+            }),
+            ["gbt37987", reader, "dn"] => Some(Target::Device {
+                protocol: Protocol::Gbt37987,
+                device: reader.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The topic filters (without prefix) the uplink subscribes to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        let mut v = vec![format!("edge/{}/cmd", self.edge.edge_id)];
+        v.extend(Protocol::DOWNSTREAM_FILTERS.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// Takes a downstream message for `topic` (prefix removed). Returns once the command is
+    /// persisted (device commands) or answered (edge commands); the MQTT message may then be acked.
+    pub async fn submit_topic(&self, topic: &str, payload: &[u8]) -> Result<(), CommandError> {
+        match self.route(topic) {
+            Some(target) => self.submit(target, payload).await,
+            None => {
+                tracing::warn!(topic, "downstream message on an unknown topic dropped");
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes a command for `target` from any source (MQTT, web).
+    pub async fn submit(&self, target: Target, payload: &[u8]) -> Result<(), CommandError> {
+        self.metrics
+            .uplink
+            .commands_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let parsed = if payload.len() > MAX_COMMAND_BYTES {
+            Err(format!("command of {} bytes exceeds {MAX_COMMAND_BYTES}", payload.len()))
+        } else {
+            serde_json::from_slice::<Value>(payload)
+                .map_err(|e| format!("not JSON: {e}"))
+                .and_then(|v| if v.is_object() { Ok(v) } else { Err("not a JSON object".to_string()) })
+        };
+        let request_id = parsed
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("request_id"))
+            .map(|r| match r {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default();
+        let command = match parsed {
+            Ok(v) => v,
+            Err(reason) => {
+                tracing::warn!(target = %target.key(), "command rejected: {reason}");
+                return Ok(self.append_result(&target, &request_id, Outcome::Rejected(reason)).await?);
+            }
+        };
+        match target {
+            Target::Edge => {
+                let outcome = edge::execute(&self.edge, &self.metrics, &command);
+                Ok(self.append_result(&Target::Edge, &request_id, outcome).await?)
+            }
+            Target::Device { protocol, ref device } => {
+                let gateway = self.gateways.read().ok().and_then(|g| g.get(&protocol).cloned());
+                if gateway.is_none() {
+                    let reason = format!("{} is not enabled on this edge", protocol.name());
+                    return Ok(self.append_result(&target, &request_id, Outcome::Rejected(reason)).await?);
+                }
+                let ttl_ms = command
+                    .get("ttl_s")
+                    .and_then(Value::as_u64)
+                    .map(|s| s.saturating_mul(1000))
+                    .unwrap_or(self.ttl.as_millis() as u64)
+                    .min(i64::MAX as u64) as i64;
+                let key = target.key();
+                let body = serde_json::to_vec(&command).unwrap_or_default();
+                let rid = request_id.clone();
+                let id = self
+                    .store
+                    .write(move |ctx| {
+                        let now = now_ms();
+                        ctx.conn().execute(
+                            "INSERT INTO commands(target, request_id, payload, state, created_ms, expires_ms)
+                             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+                            params![key, rid, body, now, now.saturating_add(ttl_ms)],
+                        )?;
+                        Ok(ctx.conn().last_insert_rowid())
+                    })
+                    .await?;
+                tracing::info!(target = %target.key(), id, request_id, "command queued");
+                self.dispatch(protocol, device).await
+            }
+        }
+    }
+
+    /// Delivers every pending command of `device` to its gateway (call when the device connects).
+    pub async fn device_online(&self, protocol: Protocol, device: &str) -> Result<(), CommandError> {
+        self.dispatch(protocol, device).await
+    }
+
+    async fn dispatch(&self, protocol: Protocol, device: &str) -> Result<(), CommandError> {
+        let Some(gateway) = self.gateways.read().ok().and_then(|g| g.get(&protocol).cloned()) else {
+            return Ok(());
+        };
+        let key = Target::Device {
+            protocol,
+            device: device.to_string(),
+        }
+        .key();
+        let now = now_ms();
+        let pending: Vec<(i64, String, Vec<u8>)> = self
+            .store
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, request_id, payload FROM commands
+                     WHERE target = ?1 AND state = 'pending' AND expires_ms > ?2 ORDER BY id",
+                )?;
+                let rows = stmt
+                    .query_map(params![key, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        for (id, request_id, payload) in pending {
+            let payload = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+            // Marked sent before delivery so a fast answer finds it in the `sent` state.
+            let marked = self
+                .store
+                .write(move |ctx| {
+                    Ok(ctx.conn().execute(
+                        "UPDATE commands SET state='sent', attempts=attempts+1 WHERE id=?1 AND state='pending'",
+                        [id],
+                    )? == 1)
+                })
+                .await?;
+            if !marked {
+                continue;
+            }
+            let command = DeviceCommand {
+                id,
+                request_id,
+                device: device.to_string(),
+                payload,
+            };
+            if gateway.deliver(command).is_err() {
+                self.release(id).await?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a delivered but unanswered command back in the queue (the device disconnected).
+    pub async fn release(&self, id: i64) -> Result<(), CommandError> {
+        self.store
+            .write(move |ctx| {
+                ctx.conn()
+                    .execute("UPDATE commands SET state='pending' WHERE id=?1 AND state='sent'", [id])?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Ends command `id` with `outcome`: one result, the first completion wins.
+    pub async fn complete(&self, id: i64, outcome: Outcome) -> Result<bool, CommandError> {
+        let state = outcome_state(&outcome);
+        Ok(self
+            .store
+            .write(move |ctx| {
+                let row: Option<(String, String)> = ctx
+                    .conn()
+                    .query_row(
+                        "UPDATE commands SET state=?2, finished_ms=?3 WHERE id=?1 AND state IN ('pending','sent')
+                         RETURNING target, request_id",
+                        params![id, state, now_ms()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })?;
+                let Some((target, request_id)) = row else { return Ok(false) };
+                if let Some(target) = Target::from_key(&target) {
+                    let edge_id = ctx.edge_id().to_string();
+                    ctx.append(&result_record(&target, &request_id, &outcome, &edge_id))?;
+                }
+                Ok(true)
+            })
+            .await?)
+    }
+
+    /// Ends every command whose TTL has passed with `expired`; returns how many.
+    pub async fn expire_due(&self) -> Result<usize, CommandError> {
+        Ok(self
+            .store
+            .write(move |ctx| {
+                let now = now_ms();
+                let expired: Vec<(String, String)> = {
+                    let mut stmt = ctx.conn().prepare_cached(
+                        "UPDATE commands SET state='expired', finished_ms=?1
+                         WHERE state IN ('pending','sent') AND expires_ms <= ?1 RETURNING target, request_id",
+                    )?;
+                    let rows = stmt
+                        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    rows
+                };
+                let edge_id = ctx.edge_id().to_string();
+                for (target, request_id) in &expired {
+                    if let Some(target) = Target::from_key(target) {
+                        ctx.append(&result_record(&target, request_id, &Outcome::Expired, &edge_id))?;
+                    }
+                }
+                Ok(expired.len())
+            })
+            .await?)
+    }
+
+    async fn append_result(&self, target: &Target, request_id: &str, outcome: Outcome) -> Result<(), StoreError> {
+        let record = result_record(target, request_id, &outcome, &self.edge.edge_id);
+        self.store.append(record).await.map(|_| ())
+    }
+
+    /// Periodically expires commands; runs until `shutdown`.
+    pub async fn run_expiry(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    match self.expire_due().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(n, "commands expired"),
+                        Err(e) => tracing::warn!("command expiry failed, retrying next tick: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn outcome_state(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Answer(_) => "answered",
+        Outcome::Timeout => "timeout",
+        Outcome::Rejected(_) => "rejected",
+        Outcome::Expired => "expired",
+    }
+}
+
+fn result_record(target: &Target, request_id: &str, outcome: &Outcome, edge_id: &str) -> Record {
+    let mut body = json!({"request_id": request_id, "ok": matches!(outcome, Outcome::Answer(_))});
+    match outcome {
+        Outcome::Answer(v) => {
+            body["result"] = json!("answer");
+            body["answer"] = v.clone();
+        }
+        Outcome::Timeout => {
+            body["result"] = json!("timeout");
+            body["error"] = json!("the device did not answer");
+        }
+        Outcome::Expired => {
+            body["result"] = json!("expired");
+            body["error"] = json!("the command's TTL passed before the device took it");
+        }
+        Outcome::Rejected(reason) => {
+            body["result"] = json!("rejected");
+            body["error"] = json!(reason);
+        }
+    }
+    let (topic, envelope, device) = match target {
+        Target::Edge => (format!("edge/{edge_id}/cmd/result"), EnvelopeKey::Lower, "edge".to_string()),
+        Target::Device { protocol, device } => (
+            protocol.response_topic(device),
+            protocol.envelope(),
+            format!("{}/{device}", protocol.name()),
+        ),
+    };
+    let mut record = Record::new(device, topic, RecordClass::Critical, &body);
+    record.envelope = envelope;
+    record
+}

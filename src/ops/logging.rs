@@ -1,0 +1,29 @@
+//! Logging: `tracing` to journald when started by systemd (`JOURNAL_STREAM` set), else to stderr.
+//! `RUST_LOG` wins over `logging.level` so a field engineer can raise verbosity without editing
+//! the configuration.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber; a second call is a no-op.
+pub fn init(level: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                let _ = registry.with(journald.with_syslog_identifier("roadedge".into())).try_init();
+                return;
+            }
+            Err(e) => eprintln!("journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    let _ = registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+}

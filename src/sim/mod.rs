@@ -1,0 +1,4 @@
+//! Simulators for the demo, the tests and the load generators. Never used by production paths.
+
+pub mod pki;
+pub mod synthetic;

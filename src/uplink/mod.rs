@@ -1,0 +1,382 @@
+//! The MQTT uplink: drains the outbox to the broker (QoS 1) and feeds downstream commands to the
+//! command plane.
+//!
+//! A row leaves the backlog only when its PUBACK arrives. Every connection starts a fresh rumqttc
+//! client (clean session), so nothing is replayed behind our back: after a reconnect the drain
+//! restarts from the oldest unacknowledged row of each device, which keeps order per device and
+//! sends every unacknowledged row again (duplicates are possible, loss is not).
+//!
+//! rumqttc does not return packet ids from `publish`; it processes requests in order and reports
+//! `Outgoing::Publish(pkid)` for each, so publishes are matched to pkids in FIFO order
+//! (`Outgoing::AwaitAck` marks a publish delayed by a pkid collision).
+//!
+//! Fairness: devices are drained round-robin a few rows at a time, so a large backlog of one
+//! device (or an outage's backlog) does not hold back live data of the others.
+
+mod backoff;
+mod drain;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub use backoff::Backoff;
+use drain::Drain;
+
+use crate::command::CommandPlane;
+use crate::config::{BrokerUrl, TopicPrefix};
+use crate::metrics::Metrics;
+use crate::ops::system::SystemProbe;
+use crate::store::Store;
+use crate::time::{now_ms, now_rfc3339};
+
+/// Everything the uplink needs to know.
+#[derive(Clone)]
+pub struct UplinkSettings {
+    pub url: BrokerUrl,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub edge_id: String,
+    pub version: String,
+    pub prefix: TopicPrefix,
+    pub keep_alive: Duration,
+    pub max_inflight: u16,
+    pub metrics_interval: Duration,
+}
+
+/// Largest MQTT packet in either direction.
+const MAX_PACKET: usize = 4 << 20;
+/// Rows fetched per device per round of the drain.
+const ROWS_PER_DEVICE: usize = 32;
+
+/// What a tracked publish was.
+#[derive(Debug, Clone, Copy)]
+enum Tracked {
+    Row { seq: i64, sent: Instant },
+    /// Status or metrics: not in the outbox.
+    Other,
+}
+
+/// Runs the uplink until `shutdown`, reconnecting with jittered exponential backoff.
+pub async fn run(settings: UplinkSettings, store: Store, plane: Arc<CommandPlane>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut system = SystemProbe::new(store.path().to_path_buf());
+    loop {
+        let mut session = Session::new(&settings, &store, &plane, &metrics, &mut system);
+        let outcome = session.run(&shutdown, &mut backoff).await;
+        metrics.uplink.connected.store(0, Relaxed);
+        match outcome {
+            Ok(()) => return,
+            Err(e) => {
+                metrics.uplink.reconnects_total.fetch_add(1, Relaxed);
+                let delay = backoff.next_delay();
+                tracing::warn!("uplink to {}: {e}; reconnecting in {delay:?}", settings.url);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+struct Session<'a> {
+    settings: &'a UplinkSettings,
+    store: &'a Store,
+    plane: &'a Arc<CommandPlane>,
+    metrics: &'a Arc<Metrics>,
+    system: &'a mut SystemProbe,
+    /// Publishes handed to rumqttc whose pkid is not known yet, in order.
+    unassigned: VecDeque<Tracked>,
+    inflight: HashMap<u16, Tracked>,
+    /// A publish delayed by a pkid collision: sent once the pkid's PUBACK arrives.
+    collided: Option<(u16, Tracked)>,
+    acked: Vec<i64>,
+    ack_writes: Vec<tokio::task::JoinHandle<()>>,
+    drain: Drain,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        settings: &'a UplinkSettings,
+        store: &'a Store,
+        plane: &'a Arc<CommandPlane>,
+        metrics: &'a Arc<Metrics>,
+        system: &'a mut SystemProbe,
+    ) -> Self {
+        Session {
+            settings,
+            store,
+            plane,
+            metrics,
+            system,
+            unassigned: VecDeque::new(),
+            inflight: HashMap::new(),
+            collided: None,
+            acked: Vec::new(),
+            ack_writes: Vec::new(),
+            drain: Drain::default(),
+        }
+    }
+
+    fn topic(&self, suffix: &str) -> String {
+        self.settings.prefix.apply(suffix)
+    }
+
+    fn status_payload(&self, state: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({"state": state, "version": self.settings.version, "since": now_rfc3339()}))
+            .unwrap_or_default()
+    }
+
+    fn options(&self) -> MqttOptions {
+        let s = self.settings;
+        let mut o = MqttOptions::new(format!("roadedge-{}", s.edge_id), s.url.host.clone(), s.url.port);
+        o.set_keep_alive(s.keep_alive)
+            .set_clean_session(true)
+            .set_inflight(s.max_inflight)
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_request_channel_capacity(s.max_inflight as usize + 64)
+            .set_last_will(LastWill::new(
+                self.topic(&format!("edge/{}/status", s.edge_id)),
+                self.status_payload("offline"),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some(tls) = &s.tls {
+            o.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+        }
+        o
+    }
+
+    async fn connect(&self, eventloop: &mut EventLoop) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, eventloop.poll()).await {
+                Err(_) => return Err("no CONNACK within 30s".into()),
+                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                    return if ack.code == ConnectReturnCode::Success {
+                        Ok(())
+                    } else {
+                        Err(format!("broker refused the connection: {:?}", ack.code))
+                    };
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn run(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<(), String> {
+        let (client, mut eventloop) = AsyncClient::new(self.options(), self.settings.max_inflight as usize + 64);
+        tokio::select! {
+            r = self.connect(&mut eventloop) => r?,
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        backoff.reset();
+        self.metrics.uplink.connected.store(1, Relaxed);
+        tracing::info!("uplink connected to {}", self.settings.url);
+
+        self.publish_other(&client, &format!("edge/{}/status", self.settings.edge_id), self.status_payload("online"), true)?;
+        for filter in self.plane.subscriptions() {
+            client
+                .try_subscribe(self.topic(&filter), QoS::AtLeastOnce)
+                .map_err(|e| e.to_string())?;
+        }
+
+        let mut committed = self.store.committed_seq();
+        let mut metrics_tick = tokio::time::interval(self.settings.metrics_interval);
+        metrics_tick.tick().await;
+        let mut ack_tick = tokio::time::interval(Duration::from_millis(50));
+        let mut new_rows = true;
+        loop {
+            if new_rows || self.drain.has_buffered() {
+                new_rows = false;
+                let committed_seq = *committed.borrow_and_update();
+                self.fill_window(&client, committed_seq).await?;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.shutdown(&client, &mut eventloop).await;
+                    return Ok(());
+                }
+                event = eventloop.poll() => {
+                    let event = event.map_err(|e| e.to_string())?;
+                    self.on_event(&client, event)?;
+                }
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        return Err("store closed".into());
+                    }
+                    new_rows = true;
+                }
+                _ = ack_tick.tick() => {
+                    self.flush_acks();
+                    // A freed window refills from what is already in the database.
+                    new_rows = self.drain.may_have_more();
+                }
+                _ = metrics_tick.tick() => {
+                    let body = self.metrics.snapshot(now_ms(), self.system.snapshot());
+                    let topic = format!("edge/{}/metrics", self.settings.edge_id);
+                    self.publish_other(&client, &topic, serde_json::to_vec(&body).unwrap_or_default(), false)?;
+                }
+            }
+        }
+    }
+
+    fn window_used(&self) -> usize {
+        self.unassigned.len() + self.inflight.len() + usize::from(self.collided.is_some())
+    }
+
+    fn window_room(&self) -> usize {
+        // Two slots stay free for status and metrics publishes.
+        (self.settings.max_inflight as usize).saturating_sub(2).saturating_sub(self.window_used())
+    }
+
+    async fn fill_window(&mut self, client: &AsyncClient, committed_seq: i64) -> Result<(), String> {
+        let room = self.window_room();
+        if room == 0 {
+            return Ok(());
+        }
+        if !self.drain.has_buffered() {
+            let drain = std::mem::take(&mut self.drain);
+            let result = self
+                .store
+                .read(move |conn| {
+                    let mut drain = drain;
+                    let r = drain.fetch(conn, committed_seq, room, ROWS_PER_DEVICE);
+                    Ok((drain, r))
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let (drain, fetched) = result;
+            self.drain = drain;
+            fetched.map_err(|e| e.to_string())?;
+        }
+        while self.window_room() > 0 {
+            let Some(row) = self.drain.pop() else { break };
+            let topic = self.topic(&row.topic);
+            match client.try_publish(topic, QoS::AtLeastOnce, false, row.payload.clone()) {
+                Ok(()) => self.unassigned.push_back(Tracked::Row {
+                    seq: row.seq,
+                    sent: Instant::now(),
+                }),
+                Err(e) => {
+                    self.drain.push_front(row);
+                    tracing::debug!("publish queue full: {e}");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_other(&mut self, client: &AsyncClient, suffix: &str, payload: Vec<u8>, retain: bool) -> Result<(), String> {
+        client
+            .try_publish(self.topic(suffix), QoS::AtLeastOnce, retain, payload)
+            .map_err(|e| e.to_string())?;
+        self.unassigned.push_back(Tracked::Other);
+        Ok(())
+    }
+
+    fn on_event(&mut self, client: &AsyncClient, event: Event) -> Result<(), String> {
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if self.collided.as_ref().is_some_and(|(p, _)| *p == pkid) {
+                    if let Some((p, t)) = self.collided.take() {
+                        self.inflight.insert(p, t);
+                    }
+                } else if let Some(t) = self.unassigned.pop_front() {
+                    self.inflight.insert(pkid, t);
+                }
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                if let Some(t) = self.unassigned.pop_front() {
+                    self.collided = Some((pkid, t));
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(Tracked::Row { seq, sent }) = self.inflight.remove(&ack.pkid) {
+                    self.metrics
+                        .uplink
+                        .record_puback_latency(sent.elapsed().as_millis() as u64);
+                    self.metrics.uplink.published_total.fetch_add(1, Relaxed);
+                    self.acked.push(seq);
+                    if self.acked.len() >= 256 {
+                        self.flush_acks();
+                    }
+                }
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                let plane = self.plane.clone();
+                let client = client.clone();
+                let prefix = self.settings.prefix.clone();
+                tokio::spawn(async move {
+                    let topic = prefix.strip(&publish.topic).unwrap_or(&publish.topic).to_string();
+                    match plane.submit_topic(&topic, &publish.payload).await {
+                        // Acknowledged to the broker only once persisted or answered.
+                        Ok(()) => {
+                            let _ = client.ack(&publish).await;
+                        }
+                        Err(e) => tracing::error!(topic, "downstream command not persisted: {e}"),
+                    }
+                });
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    tracing::error!("broker refused a downstream subscription");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn flush_acks(&mut self) {
+        self.ack_writes.retain(|h| !h.is_finished());
+        if self.acked.is_empty() {
+            return;
+        }
+        let seqs = std::mem::take(&mut self.acked);
+        let store = self.store.clone();
+        self.ack_writes.push(tokio::spawn(async move {
+            if let Err(e) = store.acknowledge(seqs).await {
+                // The rows stay and are sent again: a duplicate, never a loss.
+                tracing::warn!("deleting acknowledged rows failed: {e}");
+            }
+        }));
+    }
+
+    async fn shutdown(&mut self, client: &AsyncClient, eventloop: &mut EventLoop) {
+        let topic = format!("edge/{}/status", self.settings.edge_id);
+        let _ = self.publish_other(client, &topic, self.status_payload("offline"), true);
+        let _ = client.try_disconnect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            let done = matches!(event, Event::Outgoing(Outgoing::Disconnect));
+            let _ = self.on_event(client, event);
+            if done {
+                break;
+            }
+        }
+        self.flush_acks();
+        for h in self.ack_writes.drain(..) {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // Acks received before a disconnect still delete their rows (fewer duplicates later).
+        self.flush_acks();
+    }
+}
