@@ -40,7 +40,7 @@ pub struct DemoArgs {
 
 /// Runs the demo until Ctrl-C or `--duration`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    crate::ops::logging::init("info,rumqttd=warn,rumqttc=warn");
+    crate::ops::logging::init("info,rumqttd=off,rumqttc=warn");
     let duration = args
         .duration
         .as_deref()
