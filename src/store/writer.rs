@@ -74,6 +74,13 @@ impl WriterState {
         self.next_seq = self.next_seq.max(last + 1);
         self.backlog_rows = rows;
         self.backlog_bytes = bytes as u64;
+        // Evictions are an audit figure: the counter survives restarts.
+        let evicted: i64 = conn
+            .query_row("SELECT value FROM kv WHERE key='evicted_total'", [], |r| r.get::<_, String>(0))
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        self.metrics.store.evicted_total.store(evicted as u64, Relaxed);
         self.eviction_alarm_active = conn
             .query_row("SELECT value FROM kv WHERE key='eviction_alarm'", [], |r| r.get::<_, String>(0))
             .map(|v| v == "raised")
@@ -188,7 +195,11 @@ impl WriteCtx<'_> {
             let n = freed.len();
             self.state.backlog_bytes = self.state.backlog_bytes.saturating_sub(freed.iter().sum::<i64>() as u64);
             self.state.backlog_rows -= n as i64;
-            self.state.metrics.store.evicted_total.fetch_add(n as u64, Relaxed);
+            let total = self.state.metrics.store.evicted_total.fetch_add(n as u64, Relaxed) + n as u64;
+            self.conn.execute(
+                "INSERT OR REPLACE INTO kv(key, value) VALUES('evicted_total', ?1)",
+                [total.to_string()],
+            )?;
             self.state.evicted_since_alarm += n as u64;
             tracing::warn!(class = ?class, rows = n, "backlog budget reached: evicted oldest rows");
             if !self.state.eviction_alarm_active {
