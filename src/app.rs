@@ -69,7 +69,12 @@ pub async fn run_with(
         version: VERSION.to_string(),
         started_ms: now_ms(),
     };
-    let plane = Arc::new(CommandPlane::new(store.clone(), edge, config.uplink.command_ttl, metrics.clone()));
+    let plane = Arc::new(CommandPlane::new(
+        store.clone(),
+        edge,
+        config.uplink.command_ttl,
+        metrics.clone(),
+    ));
 
     let tls = if config.uplink.url.tls {
         let cert_and_key = config
@@ -112,7 +117,13 @@ pub async fn run_with(
     if let Some(opts) = options.synthetic {
         intake.push(tokio::spawn(synthetic::run(store.clone(), opts, intake_stop.clone())));
     }
-    let uplink_task = tokio::spawn(uplink::run(settings, store.clone(), plane.clone(), metrics.clone(), core_stop.clone()));
+    let uplink_task = tokio::spawn(uplink::run(
+        settings,
+        store.clone(),
+        plane.clone(),
+        metrics.clone(),
+        core_stop.clone(),
+    ));
     let expiry_task = tokio::spawn(plane.clone().run_expiry(core_stop.clone()));
     let watchdog_task = tokio::spawn(systemd::watchdog(store.clone(), core_stop.clone()));
 

@@ -1,15 +1,15 @@
 //! roadedge: a roadside edge appliance. See README.md and docs/ARCHITECTURE.md.
 
+pub mod app;
+pub mod cli;
 pub mod command;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod ops;
 pub mod protocol;
+pub mod sim;
 pub mod store;
 pub mod time;
 pub mod tls;
 pub mod uplink;
-pub mod app;
-pub mod cli;
-pub mod demo;
-pub mod sim;

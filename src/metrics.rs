@@ -196,7 +196,13 @@ mod tests {
     fn snapshot_uses_the_contract_names() {
         let m = Metrics::default();
         let s = m.snapshot(0, json!({}));
-        for key in ["backlog_rows", "backlog_bytes", "oldest_unsent_age_s", "committed_total", "evicted_total"] {
+        for key in [
+            "backlog_rows",
+            "backlog_bytes",
+            "oldest_unsent_age_s",
+            "committed_total",
+            "evicted_total",
+        ] {
             assert!(s["store"].get(key).is_some(), "{key}");
         }
         for key in ["connections", "frames_in", "frames_out", "frames_bad", "bytes_in"] {

@@ -92,7 +92,11 @@ async fn sigkill_at_random_moments_under_load_loses_no_committed_record() {
     );
     drop(last);
     let bad = order_violations(&received);
-    assert!(bad.is_empty(), "per-device order broken: {:?}", &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "per-device order broken: {:?}",
+        &bad[..bad.len().min(5)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +112,10 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_keeps_order() {
     let before = edge.committed_count();
     std::thread::sleep(Duration::from_secs(30));
     let during = edge.committed_count() - before;
-    assert!(during > 1000, "appending must go on during the outage ({during} commits)");
+    assert!(
+        during > 1000,
+        "appending must go on during the outage ({during} commits)"
+    );
     broker.resume();
     std::thread::sleep(Duration::from_secs(3));
     let (committed, code) = edge.terminate();
@@ -124,7 +131,11 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_keeps_order() {
         committed.len(),
         bad.len()
     );
-    assert!(bad.is_empty(), "per-device order broken: {:?}", &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "per-device order broken: {:?}",
+        &bad[..bad.len().min(5)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +149,16 @@ async fn a_full_budget_evicts_telemetry_first_counts_it_and_alarms_when_the_brok
     let edge = EdgeProcess::start(
         &config,
         "budget",
-        &["--devices", "4", "--rate", "1000", "--critical-every", "200", "--padding", "300"],
+        &[
+            "--devices",
+            "4",
+            "--rate",
+            "1000",
+            "--critical-every",
+            "200",
+            "--padding",
+            "300",
+        ],
     );
     // Watch the backlog from outside while the broker is down.
     let db = dir.path().join("edge.db");
@@ -156,14 +176,19 @@ async fn a_full_budget_evicts_telemetry_first_counts_it_and_alarms_when_the_brok
     let (committed, code) = edge.terminate();
     assert_eq!(code, Some(0));
     assert!(committed.len() > 3000, "too little load: {}", committed.len());
-    eprintln!("budget {budget}: max backlog seen {max_seen} bytes, {} records committed", committed.len());
+    eprintln!(
+        "budget {budget}: max backlog seen {max_seen} bytes, {} records committed",
+        committed.len()
+    );
 
     // Priority: every critical record survived; only telemetry was evicted, oldest first.
     let conn = rusqlite::Connection::open(&db).unwrap();
     let rows: Vec<(i64, serde_json::Value)> = {
         let mut stmt = conn.prepare("SELECT class, payload FROM outbox ORDER BY seq").unwrap();
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, serde_json::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap())))
+            .query_map([], |r| {
+                Ok((r.get(0)?, serde_json::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap()))
+            })
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -178,14 +203,22 @@ async fn a_full_budget_evicts_telemetry_first_counts_it_and_alarms_when_the_brok
         .map(|(_, p)| (p["device"].as_str().unwrap().to_string(), p["n"].as_u64().unwrap()))
         .collect();
     for device in ["sim-000", "sim-001"] {
-        let kept: Vec<u64> = telemetry_kept.iter().filter(|(d, _)| d == device).map(|(_, n)| *n).collect();
+        let kept: Vec<u64> = telemetry_kept
+            .iter()
+            .filter(|(d, _)| d == device)
+            .map(|(_, n)| *n)
+            .collect();
         let all: Vec<u64> = committed
             .iter()
             .filter(|c| c.device == device && c.n % 200 != 0)
             .map(|c| c.n)
             .collect();
         assert!(!kept.is_empty());
-        assert_eq!(&all[all.len() - kept.len()..], &kept[..], "{device}: kept telemetry is not the newest");
+        assert_eq!(
+            &all[all.len() - kept.len()..],
+            &kept[..],
+            "{device}: kept telemetry is not the newest"
+        );
     }
     drop(conn);
 
@@ -195,8 +228,11 @@ async fn a_full_budget_evicts_telemetry_first_counts_it_and_alarms_when_the_brok
     let edge = EdgeProcess::start(&config, "budget-2", &["--devices", "1", "--rate", "1"]);
     cloud
         .wait_for("the eviction alarm", Duration::from_secs(60), |m| {
-            m.iter()
-                .any(|m| m.topic == "edge/cab-1/alarm" && m.payload["alarm"] == "backlog_eviction" && m.payload["state"] == "raised")
+            m.iter().any(|m| {
+                m.topic == "edge/cab-1/alarm"
+                    && m.payload["alarm"] == "backlog_eviction"
+                    && m.payload["state"] == "raised"
+            })
         })
         .await;
     let raised = cloud
@@ -207,8 +243,9 @@ async fn a_full_budget_evicts_telemetry_first_counts_it_and_alarms_when_the_brok
     assert_eq!(raised, 1, "the alarm must be raised once");
     cloud
         .wait_for("metrics with evictions", Duration::from_secs(30), |m| {
-            m.iter()
-                .any(|m| m.topic == "edge/cab-1/metrics" && m.payload["store"]["evicted_total"].as_u64().unwrap_or(0) > 0)
+            m.iter().any(|m| {
+                m.topic == "edge/cab-1/metrics" && m.payload["store"]["evicted_total"].as_u64().unwrap_or(0) > 0
+            })
         })
         .await;
     drop(edge);
@@ -228,11 +265,14 @@ async fn a_corrupt_database_is_moved_aside_and_alarmed_and_the_appliance_starts(
     let edge = EdgeProcess::start(&config, "corrupt", &["--devices", "1", "--rate", "10"]);
     cloud
         .wait_for("the store_corrupt alarm", Duration::from_secs(20), |m| {
-            m.iter().any(|m| m.topic == "edge/cab-1/alarm" && m.payload["alarm"] == "store_corrupt")
+            m.iter()
+                .any(|m| m.topic == "edge/cab-1/alarm" && m.payload["alarm"] == "store_corrupt")
         })
         .await;
     cloud
-        .wait_for("records from the fresh store", Duration::from_secs(20), |m| !synthetic_received(m).is_empty())
+        .wait_for("records from the fresh store", Duration::from_secs(20), |m| {
+            !synthetic_received(m).is_empty()
+        })
         .await;
     let (_, code) = edge.terminate();
     assert_eq!(code, Some(0));
@@ -244,5 +284,11 @@ async fn a_corrupt_database_is_moved_aside_and_alarmed_and_the_appliance_starts(
     assert_eq!(moved.len(), 1, "the corrupt file must be kept aside");
     assert_eq!(std::fs::read(moved[0].path()).unwrap(), garbage);
     let alarm = cloud.on_topic("edge/cab-1/alarm")[0].payload.clone();
-    assert!(alarm["detail"]["moved_to"].as_str().unwrap().contains("edge.db.corrupt-"), "{alarm}");
+    assert!(
+        alarm["detail"]["moved_to"]
+            .as_str()
+            .unwrap()
+            .contains("edge.db.corrupt-"),
+        "{alarm}"
+    );
 }

@@ -35,7 +35,10 @@ async fn start_appliance(config_path: &std::path::Path) -> Running {
         })
         .await
     });
-    let (store, plane, metrics) = tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    let (store, plane, metrics) = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
     Running {
         store,
         plane,
@@ -67,7 +70,12 @@ async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix()
 
     let mut seqs = Vec::new();
     for n in 0..20 {
-        let mut r = Record::new("jt808/013800000000", "jt808/013800000000/013800000000/up", RecordClass::Telemetry, &json!({"n": n}));
+        let mut r = Record::new(
+            "jt808/013800000000",
+            "jt808/013800000000/013800000000/up",
+            RecordClass::Telemetry,
+            &json!({"n": n}),
+        );
         if n == 0 {
             r.envelope = roadedge::store::EnvelopeKey::Capitalised;
         }
@@ -75,7 +83,9 @@ async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix()
     }
     let topic = "site7/jt808/013800000000/013800000000/up";
     cloud
-        .wait_for("20 records", Duration::from_secs(20), |m| m.iter().filter(|m| m.topic == topic).count() >= 20)
+        .wait_for("20 records", Duration::from_secs(20), |m| {
+            m.iter().filter(|m| m.topic == topic).count() >= 20
+        })
         .await;
     let got = cloud.on_topic(topic);
     let first = &got[0].payload;
@@ -84,17 +94,23 @@ async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix()
     let later = &got[5].payload;
     assert_eq!(later["edge"]["seq"], seqs[5]);
     let at = later["edge"]["received_at"].as_str().unwrap();
-    assert!(at.len() == 24 && at.ends_with('Z') && at.as_bytes()[19] == b'.', "received_at {at} is not RFC 3339 UTC with ms");
+    assert!(
+        at.len() == 24 && at.ends_with('Z') && at.as_bytes()[19] == b'.',
+        "received_at {at} is not RFC 3339 UTC with ms"
+    );
     let ns: Vec<i64> = got.iter().map(|m| m.payload["n"].as_i64().unwrap()).collect();
     assert_eq!(ns, (0..20).collect::<Vec<_>>(), "order of one device must be kept");
 
     cloud
         .wait_for("retained online status", Duration::from_secs(5), |m| {
-            m.iter().any(|m| m.topic == "site7/edge/cab-1/status" && m.payload["state"] == "online")
+            m.iter()
+                .any(|m| m.topic == "site7/edge/cab-1/status" && m.payload["state"] == "online")
         })
         .await;
     cloud
-        .wait_for("metrics", Duration::from_secs(5), |m| m.iter().any(|m| m.topic == "site7/edge/cab-1/metrics"))
+        .wait_for("metrics", Duration::from_secs(5), |m| {
+            m.iter().any(|m| m.topic == "site7/edge/cab-1/metrics")
+        })
         .await;
     let metrics = cloud.on_topic("site7/edge/cab-1/metrics").pop().unwrap().payload;
     assert!(metrics["store"]["committed_total"].as_u64().unwrap() >= 20, "{metrics}");
@@ -103,13 +119,17 @@ async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix()
     // Everything acknowledged leaves the backlog.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while edge.metrics.store.backlog_rows.load(Relaxed) > 0 {
-        assert!(std::time::Instant::now() < deadline, "backlog not drained after PUBACKs");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog not drained after PUBACKs"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     edge.stop().await;
     cloud
         .wait_for("offline status at shutdown", Duration::from_secs(5), |m| {
-            m.iter().any(|m| m.topic == "site7/edge/cab-1/status" && m.payload["state"] == "offline")
+            m.iter()
+                .any(|m| m.topic == "site7/edge/cab-1/status" && m.payload["state"] == "offline")
         })
         .await;
 }
@@ -134,14 +154,30 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     std::fs::write(&path, text).unwrap();
     let edge = start_appliance(&path).await;
     edge.store
-        .append(Record::new("d", "sim/d/telemetry", RecordClass::Telemetry, &json!({"n": 1})))
+        .append(Record::new(
+            "d",
+            "sim/d/telemetry",
+            RecordClass::Telemetry,
+            &json!({"n": 1}),
+        ))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(edge.metrics.uplink.connected.load(Relaxed), 0, "connected with a foreign certificate");
-    assert!(edge.metrics.uplink.reconnects_total.load(Relaxed) >= 1, "no refused attempt recorded");
+    assert_eq!(
+        edge.metrics.uplink.connected.load(Relaxed),
+        0,
+        "connected with a foreign certificate"
+    );
+    assert!(
+        edge.metrics.uplink.reconnects_total.load(Relaxed) >= 1,
+        "no refused attempt recorded"
+    );
     assert!(cloud.on_topic("sim/d/telemetry").is_empty());
-    assert_eq!(edge.metrics.store.backlog_rows.load(Relaxed), 1, "the record must stay in the backlog");
+    assert_eq!(
+        edge.metrics.store.backlog_rows.load(Relaxed),
+        1,
+        "the record must stay in the backlog"
+    );
     edge.stop().await;
 }
 
@@ -155,27 +191,48 @@ async fn edge_commands_get_exactly_one_result_each() {
     let edge = start_appliance(&config).await;
     cloud
         .wait_for("edge online", Duration::from_secs(10), |m| {
-            m.iter().any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
+            m.iter()
+                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
         })
         .await;
     // Subscriptions are made right after the CONNACK; give the SUBACK a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    cloud.publish("edge/cab-1/cmd", json!({"request_id": "p1", "action": "ping"})).await;
-    cloud.publish("edge/cab-1/cmd", json!({"request_id": "s1", "action": "status"})).await;
-    cloud.publish("edge/cab-1/cmd", json!({"request_id": "x1", "action": "selfdestruct"})).await;
+    cloud
+        .publish("edge/cab-1/cmd", json!({"request_id": "p1", "action": "ping"}))
+        .await;
+    cloud
+        .publish("edge/cab-1/cmd", json!({"request_id": "s1", "action": "status"}))
+        .await;
+    cloud
+        .publish("edge/cab-1/cmd", json!({"request_id": "x1", "action": "selfdestruct"}))
+        .await;
     cloud
         .client
-        .publish("edge/cab-1/cmd", rumqttc::QoS::AtLeastOnce, false, b"{not json".to_vec())
+        .publish(
+            "edge/cab-1/cmd",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            b"{not json".to_vec(),
+        )
         .await
         .unwrap();
     cloud
-        .wait_for("4 results", Duration::from_secs(10), |m| m.iter().filter(|m| m.topic == "edge/cab-1/cmd/result").count() >= 4)
+        .wait_for("4 results", Duration::from_secs(10), |m| {
+            m.iter().filter(|m| m.topic == "edge/cab-1/cmd/result").count() >= 4
+        })
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let results = cloud.on_topic("edge/cab-1/cmd/result");
     assert_eq!(results.len(), 4, "{results:?}");
-    let by_id = |id: &str| results.iter().find(|r| r.payload["request_id"] == id).unwrap().payload.clone();
+    let by_id = |id: &str| {
+        results
+            .iter()
+            .find(|r| r.payload["request_id"] == id)
+            .unwrap()
+            .payload
+            .clone()
+    };
     assert_eq!(by_id("p1")["ok"], true);
     assert_eq!(by_id("p1")["answer"]["pong"], true);
     assert_eq!(by_id("s1")["answer"]["edge_id"], "cab-1");
@@ -215,45 +272,74 @@ async fn commands_for_offline_devices_wait_for_them_or_expire() {
     edge.plane.register(Protocol::Gbt32960, gateway.clone());
     cloud
         .wait_for("edge online", Duration::from_secs(10), |m| {
-            m.iter().any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
+            m.iter()
+                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
         })
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     cloud
-        .publish("gbt32960/VIN00000000000001/dnstream", json!({"request_id": "q1", "Action": "Query", "Total": 1, "Ids": [1]}))
+        .publish(
+            "gbt32960/VIN00000000000001/dnstream",
+            json!({"request_id": "q1", "Action": "Query", "Total": 1, "Ids": [1]}),
+        )
         .await;
     cloud
-        .publish("gbt32960/VIN00000000000002/dnstream", json!({"request_id": "q2", "Action": "Query", "ttl_s": 1}))
+        .publish(
+            "gbt32960/VIN00000000000002/dnstream",
+            json!({"request_id": "q2", "Action": "Query", "ttl_s": 1}),
+        )
         .await;
-    cloud.publish("jt808/013800000000/013800000000/dn", json!({"request_id": "j1"})).await;
+    cloud
+        .publish("jt808/013800000000/013800000000/dn", json!({"request_id": "j1"}))
+        .await;
 
     // Not enabled here: rejected at once. The offline one with a 1 s TTL expires.
     cloud
         .wait_for("rejection and expiry", Duration::from_secs(10), |m| {
-            m.iter().any(|m| m.topic == "jt808/013800000000/013800000000/up" && m.payload["result"] == "rejected")
-                && m.iter().any(|m| m.topic == "gbt32960/VIN00000000000002/upstream/response" && m.payload["result"] == "expired")
+            m.iter()
+                .any(|m| m.topic == "jt808/013800000000/013800000000/up" && m.payload["result"] == "rejected")
+                && m.iter().any(|m| {
+                    m.topic == "gbt32960/VIN00000000000002/upstream/response" && m.payload["result"] == "expired"
+                })
         })
         .await;
-    assert!(gateway.delivered.lock().unwrap().is_empty(), "delivered to an offline device");
+    assert!(
+        gateway.delivered.lock().unwrap().is_empty(),
+        "delivered to an offline device"
+    );
 
     // The device connects: its queued command is delivered, and its answer ends it.
     *gateway.online.lock().unwrap() = true;
-    edge.plane.device_online(Protocol::Gbt32960, "VIN00000000000001").await.unwrap();
+    edge.plane
+        .device_online(Protocol::Gbt32960, "VIN00000000000001")
+        .await
+        .unwrap();
     let delivered = gateway.delivered.lock().unwrap().clone();
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].request_id, "q1");
     assert_eq!(delivered[0].payload["Action"], "Query");
-    assert!(edge.plane.complete(delivered[0].id, Outcome::Answer(json!({"Cmd": 128}))).await.unwrap());
-    assert!(!edge.plane.complete(delivered[0].id, Outcome::Timeout).await.unwrap(), "a second result");
+    assert!(edge
+        .plane
+        .complete(delivered[0].id, Outcome::Answer(json!({"Cmd": 128})))
+        .await
+        .unwrap());
+    assert!(
+        !edge.plane.complete(delivered[0].id, Outcome::Timeout).await.unwrap(),
+        "a second result"
+    );
     cloud
         .wait_for("the answer", Duration::from_secs(10), |m| {
-            m.iter().any(|m| m.topic == "gbt32960/VIN00000000000001/upstream/response" && m.payload["result"] == "answer")
+            m.iter()
+                .any(|m| m.topic == "gbt32960/VIN00000000000001/upstream/response" && m.payload["result"] == "answer")
         })
         .await;
     let answers = cloud.on_topic("gbt32960/VIN00000000000001/upstream/response");
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].payload["answer"]["Cmd"], 128);
-    assert_eq!(answers[0].payload["Edge"]["id"], "cab-1", "32960 topics carry the capitalised envelope");
+    assert_eq!(
+        answers[0].payload["Edge"]["id"], "cab-1",
+        "32960 topics carry the capitalised envelope"
+    );
     edge.stop().await;
 }

@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn unknown_or_missing_actions_are_rejected() {
         let m = Metrics::default();
-        assert!(matches!(execute(&edge(), &m, &json!({"action": "fly"})), Outcome::Rejected(_)));
+        assert!(matches!(
+            execute(&edge(), &m, &json!({"action": "fly"})),
+            Outcome::Rejected(_)
+        ));
         assert!(matches!(execute(&edge(), &m, &json!({})), Outcome::Rejected(_)));
     }
 

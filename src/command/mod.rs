@@ -213,11 +213,20 @@ impl CommandPlane {
             .commands_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let parsed = if payload.len() > MAX_COMMAND_BYTES {
-            Err(format!("command of {} bytes exceeds {MAX_COMMAND_BYTES}", payload.len()))
+            Err(format!(
+                "command of {} bytes exceeds {MAX_COMMAND_BYTES}",
+                payload.len()
+            ))
         } else {
             serde_json::from_slice::<Value>(payload)
                 .map_err(|e| format!("not JSON: {e}"))
-                .and_then(|v| if v.is_object() { Ok(v) } else { Err("not a JSON object".to_string()) })
+                .and_then(|v| {
+                    if v.is_object() {
+                        Ok(v)
+                    } else {
+                        Err("not a JSON object".to_string())
+                    }
+                })
         };
         let request_id = parsed
             .as_ref()
@@ -232,7 +241,9 @@ impl CommandPlane {
             Ok(v) => v,
             Err(reason) => {
                 tracing::warn!(target = %target.key(), "command rejected: {reason}");
-                return Ok(self.append_result(&target, &request_id, Outcome::Rejected(reason)).await?);
+                return Ok(self
+                    .append_result(&target, &request_id, Outcome::Rejected(reason))
+                    .await?);
             }
         };
         match target {
@@ -244,7 +255,9 @@ impl CommandPlane {
                 let gateway = self.gateways.read().ok().and_then(|g| g.get(&protocol).cloned());
                 if gateway.is_none() {
                     let reason = format!("{} is not enabled on this edge", protocol.name());
-                    return Ok(self.append_result(&target, &request_id, Outcome::Rejected(reason)).await?);
+                    return Ok(self
+                        .append_result(&target, &request_id, Outcome::Rejected(reason))
+                        .await?);
                 }
                 let ttl_ms = command
                     .get("ttl_s")
@@ -361,7 +374,9 @@ impl CommandPlane {
                         rusqlite::Error::QueryReturnedNoRows => Ok(None),
                         e => Err(e),
                     })?;
-                let Some((target, request_id)) = row else { return Ok(false) };
+                let Some((target, request_id)) = row else {
+                    return Ok(false);
+                };
                 if let Some(target) = Target::from_key(&target) {
                     let edge_id = ctx.edge_id().to_string();
                     ctx.append(&result_record(&target, &request_id, &outcome, &edge_id))?;
@@ -451,7 +466,11 @@ fn result_record(target: &Target, request_id: &str, outcome: &Outcome, edge_id: 
         }
     }
     let (topic, envelope, device) = match target {
-        Target::Edge => (format!("edge/{edge_id}/cmd/result"), EnvelopeKey::Lower, "edge".to_string()),
+        Target::Edge => (
+            format!("edge/{edge_id}/cmd/result"),
+            EnvelopeKey::Lower,
+            "edge".to_string(),
+        ),
         Target::Device { protocol, device } => (
             protocol.response_topic(device),
             protocol.envelope(),

@@ -157,11 +157,7 @@ impl ReaderDialect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReaderLink {
     Tcp(SocketAddr),
-    Serial {
-        port: PathBuf,
-        baud: u32,
-        address: u8,
-    },
+    Serial { port: PathBuf, baud: u32, address: u8 },
 }
 
 #[derive(Debug, Clone)]
@@ -400,7 +396,10 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                 v.error("uplink.key_file", "cert_file and key_file must be given together");
             }
             let topic_prefix = v
-                .take("uplink.topic_prefix", TopicPrefix::new(u.topic_prefix.as_deref().unwrap_or("")))
+                .take(
+                    "uplink.topic_prefix",
+                    TopicPrefix::new(u.topic_prefix.as_deref().unwrap_or("")),
+                )
                 .unwrap_or_default();
             let keep_alive = v.duration("uplink.keep_alive", u.keep_alive.as_deref(), Duration::from_secs(30));
             if keep_alive < Duration::from_secs(5) {
@@ -417,7 +416,11 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                 key_file,
                 topic_prefix,
                 keep_alive,
-                command_ttl: v.duration("uplink.command_ttl", u.command_ttl.as_deref(), Duration::from_secs(24 * 3600)),
+                command_ttl: v.duration(
+                    "uplink.command_ttl",
+                    u.command_ttl.as_deref(),
+                    Duration::from_secs(24 * 3600),
+                ),
                 max_inflight,
                 metrics_interval: v.duration(
                     "uplink.metrics_interval",
@@ -482,7 +485,10 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                     (None, Some(s)) => {
                         let baud = s.baud.unwrap_or(19200);
                         if ![1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200].contains(&baud) {
-                            v.error(format!("{path}.serial.baud"), format!("{baud} is not a standard baud rate"));
+                            v.error(
+                                format!("{path}.serial.baud"),
+                                format!("{baud} is not a standard baud rate"),
+                            );
                         }
                         Some(ReaderLink::Serial {
                             port: PathBuf::from(s.port),
@@ -524,9 +530,7 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                 if u.name.is_empty() || u.name.len() > 64 {
                     v.error(format!("{path}.name"), "must be 1 to 64 characters");
                 }
-                if !u.password_hash.starts_with("$argon2id$")
-                    || argon2::PasswordHash::new(&u.password_hash).is_err()
-                {
+                if !u.password_hash.starts_with("$argon2id$") || argon2::PasswordHash::new(&u.password_hash).is_err() {
                     v.error(
                         format!("{path}.password_hash"),
                         "must be an argon2id PHC string (make one with `roadedge passwd`)",
@@ -536,7 +540,10 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                     "admin" => Role::Admin,
                     "viewer" => Role::Viewer,
                     other => {
-                        v.error(format!("{path}.role"), format!("`{other}` is not one of: admin, viewer"));
+                        v.error(
+                            format!("{path}.role"),
+                            format!("`{other}` is not one of: admin, viewer"),
+                        );
                         return None;
                     }
                 };
@@ -607,13 +614,13 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
         .collect();
 
     let logging = LoggingConfig {
-        level: raw
-            .logging
-            .and_then(|l| l.level)
-            .unwrap_or_else(|| "info".to_string()),
+        level: raw.logging.and_then(|l| l.level).unwrap_or_else(|| "info".to_string()),
     };
     if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
-        v.error("logging.level", format!("`{}` is not a log level or filter", logging.level));
+        v.error(
+            "logging.level",
+            format!("`{}` is not a log level or filter", logging.level),
+        );
     }
 
     let ota = raw.ota.map(|o| OtaConfig {
@@ -652,10 +659,15 @@ mod tests {
 
     #[test]
     fn every_error_is_reported_with_its_path() {
-        let text = "edge: {id: 'bad id!'}\nstorage: {max_bytes: 12XB}\nuplink: {url: 'http://x', keep_alive: 5 minutes}\n";
+        let text =
+            "edge: {id: 'bad id!'}\nstorage: {max_bytes: 12XB}\nuplink: {url: 'http://x', keep_alive: 5 minutes}\n";
         let errs = Config::parse(text, FileCheck::Skip).unwrap_err().0;
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["edge.id", "storage.max_bytes", "uplink.url", "uplink.keep_alive"], "{errs:?}");
+        assert_eq!(
+            paths,
+            ["edge.id", "storage.max_bytes", "uplink.url", "uplink.keep_alive"],
+            "{errs:?}"
+        );
     }
 
     #[test]

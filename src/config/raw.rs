@@ -232,17 +232,17 @@ fn section<T: DeserializeOwned>(name: &str, value: serde_yaml::Value, errors: &m
             let message = e.into_inner().to_string();
             // serde_yaml appends " at line N column M" for the sub-value, which is relative to the
             // section and would mislead; the path says where.
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
             // For an unknown field, serde reports the field name itself; put it into the path.
             let (path, message) = match message.strip_prefix("unknown field `") {
                 Some(rest) => {
                     let field = rest.split('`').next().unwrap_or("");
                     let expected = rest.split_once(", expected ").map(|(_, e)| e).unwrap_or("");
-                    let path = if path.ends_with(field) { path } else { format!("{path}.{field}") };
+                    let path = if path.ends_with(field) {
+                        path
+                    } else {
+                        format!("{path}.{field}")
+                    };
                     (path, format!("unknown key (expected {expected})"))
                 }
                 None => (path, message),
@@ -262,7 +262,16 @@ fn stringify_scalars_where_needed(value: serde_yaml::Value) -> serde_yaml::Value
                 .map(|(k, v)| {
                     let is_text_leaf = matches!(
                         k.as_str(),
-                        Some("max_bytes" | "keep_alive" | "idle_timeout" | "command_ttl" | "metrics_interval" | "keepalive_interval" | "id" | "name")
+                        Some(
+                            "max_bytes"
+                                | "keep_alive"
+                                | "idle_timeout"
+                                | "command_ttl"
+                                | "metrics_interval"
+                                | "keepalive_interval"
+                                | "id"
+                                | "name"
+                        )
                     );
                     let v = match v {
                         Value::Number(n) if is_text_leaf => Value::String(n.to_string()),

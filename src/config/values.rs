@@ -77,17 +77,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KB" | "kB" => 1000,
-        "MB" => 1000_000,
-        "GB" => 1000_000_000,
-        "TB" => 1000_000_000_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         "TiB" => 1 << 40,
         _ => return Err(format!("`{s}` is not a size (e.g. 512MiB, 2GB)")),
     };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("`{s}` is too large"))
+    n.checked_mul(factor).ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// `mqtts://host:port` (TLS) or `mqtt://host:port` (plain, for tests).
@@ -110,9 +109,7 @@ impl BrokerUrl {
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| format!("`{p}` in `{s}` is not a port"))?;
+                let port = p.parse::<u16>().map_err(|_| format!("`{p}` in `{s}` is not a port"))?;
                 (h, port)
             }
             _ => (rest, if tls { 8883 } else { 1883 }),

@@ -40,14 +40,12 @@ pub fn start(_dir: &Path, ca_file: &Path, cert: &CertFiles) -> anyhow::Result<u1
         }
     });
     let config: rumqttd::Config = serde_json::from_value(config).context("demo broker configuration")?;
-    std::thread::Builder::new()
-        .name("demo-broker".into())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                tracing::error!("demo broker stopped: {e}");
-            }
-        })?;
+    std::thread::Builder::new().name("demo-broker".into()).spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        if let Err(e) = broker.start() {
+            tracing::error!("demo broker stopped: {e}");
+        }
+    })?;
     // Wait until it accepts connections.
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

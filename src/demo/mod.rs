@@ -83,7 +83,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("roadedge demo {}", app::VERSION);
     println!("  state directory : {}", dir.display());
     println!("  configuration   : {}", config_path.display());
-    println!("  cloud broker    : mqtts://127.0.0.1:{port} (TLS, client certificates from {})", ca.ca_file.display());
+    println!(
+        "  cloud broker    : mqtts://127.0.0.1:{port} (TLS, client certificates from {})",
+        ca.ca_file.display()
+    );
     println!("  watch the uplink: {sub}");
     println!(
         "  send a command  : mosquitto_pub -h 127.0.0.1 -p {port} --cafile {} --cert {} --key {} -t edge/demo-cabinet/cmd -m '{{\"request_id\":\"1\",\"action\":\"status\"}}'",
@@ -92,7 +95,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         cloud_cert.key.display()
     );
     println!("  web page        : not served by this build yet");
-    println!("  simulated       : {} devices at {} records/s; Ctrl-C to stop", args.devices, args.rate);
+    println!(
+        "  simulated       : {} devices at {} records/s; Ctrl-C to stop",
+        args.devices, args.rate
+    );
 
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::cli::cancel_on_signal(shutdown.clone()));
@@ -103,7 +109,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             s.cancel();
         });
     }
-    let tls = Arc::new(crate::tls::client_config(Some(&ca.ca_file), Some((&cloud_cert.cert, &cloud_cert.key)))?);
+    let tls = Arc::new(crate::tls::client_config(
+        Some(&ca.ca_file),
+        Some((&cloud_cert.cert, &cloud_cert.key)),
+    )?);
     let received = Arc::new(AtomicU64::new(0));
     tokio::spawn(watch_cloud(port, tls, received.clone(), shutdown.clone()));
 
@@ -123,7 +132,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "demo-broker")]
-fn broker_port(dir: &std::path::Path, ca_file: &std::path::Path, cert: &crate::sim::pki::CertFiles) -> anyhow::Result<u16> {
+fn broker_port(
+    dir: &std::path::Path,
+    ca_file: &std::path::Path,
+    cert: &crate::sim::pki::CertFiles,
+) -> anyhow::Result<u16> {
     broker::start(dir, ca_file, cert)
 }
 

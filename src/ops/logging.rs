@@ -17,7 +17,9 @@ pub fn init(level: &str) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
             Ok(journald) => {
-                let _ = registry.with(journald.with_syslog_identifier("roadedge".into())).try_init();
+                let _ = registry
+                    .with(journald.with_syslog_identifier("roadedge".into()))
+                    .try_init();
                 return;
             }
             Err(e) => eprintln!("journald unavailable ({e}); logging to stderr"),

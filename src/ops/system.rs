@@ -25,7 +25,10 @@ impl SystemProbe {
         self.system.refresh_memory();
         let disks = Disks::new_with_refreshed_list();
         // The disk holding the state directory: the longest mount point that prefixes it.
-        let path = self.state_path.canonicalize().unwrap_or_else(|_| self.state_path.clone());
+        let path = self
+            .state_path
+            .canonicalize()
+            .unwrap_or_else(|_| self.state_path.clone());
         let disk_free = disks
             .list()
             .iter()

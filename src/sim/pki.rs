@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 
 /// PEM file paths of one generated pair.
 #[derive(Debug, Clone)]
@@ -26,7 +29,11 @@ impl TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, format!("{name} CA"));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
         let ca_file = dir.join(format!("{name}-ca.pem"));
         std::fs::write(&ca_file, issuer.pem()).map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
@@ -38,7 +45,11 @@ impl TestCa {
     }
 
     fn issue(&self, file_stem: &str, cn: &str, server: bool) -> Result<CertFiles, rcgen::Error> {
-        let names = if server { vec!["localhost".to_string()] } else { Vec::new() };
+        let names = if server {
+            vec!["localhost".to_string()]
+        } else {
+            Vec::new()
+        };
         let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, cn);
         if server {

@@ -119,7 +119,10 @@ impl Store {
             });
             (ok, completion)
         });
-        self.jobs.send(writer::Msg::Job(job)).await.map_err(|_| StoreError::Closed)?;
+        self.jobs
+            .send(writer::Msg::Job(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -46,7 +46,12 @@ pub struct Record {
 
 impl Record {
     /// A record with an `"edge"` envelope.
-    pub fn new(device: impl Into<String>, topic: impl Into<String>, class: RecordClass, body: &serde_json::Value) -> Record {
+    pub fn new(
+        device: impl Into<String>,
+        topic: impl Into<String>,
+        class: RecordClass,
+        body: &serde_json::Value,
+    ) -> Record {
         Record {
             device: device.into(),
             topic: topic.into(),
@@ -78,10 +83,7 @@ pub fn with_envelope(body: &[u8], key: EnvelopeKey, edge_id: &str, seq: i64, rec
         r#""{key}":{{"id":"{edge_id}","seq":{seq},"received_at":"{}"}}"#,
         crate::time::rfc3339_ms(received_at_ms)
     );
-    let inner = body
-        .strip_prefix(b"{")
-        .map(|b| b.trim_ascii_start())
-        .unwrap_or(b"}");
+    let inner = body.strip_prefix(b"{").map(|b| b.trim_ascii_start()).unwrap_or(b"}");
     let mut out = Vec::with_capacity(body.len() + envelope.len() + 2);
     out.push(b'{');
     out.extend_from_slice(envelope.as_bytes());
@@ -103,7 +105,12 @@ pub struct OutboxRow {
 }
 
 /// Up to `limit` rows of `device` after `after_seq`, in order.
-pub fn rows_of_device(conn: &Connection, device: &str, after_seq: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+pub fn rows_of_device(
+    conn: &Connection,
+    device: &str,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, device, topic, payload, created_ms FROM outbox
          WHERE device = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",

@@ -155,10 +155,7 @@ fn migrate(conn: &Connection, seq_base: i64) -> Result<(), StoreError> {
 
 /// A read-only connection for readers running beside the writer (WAL allows both).
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     c.execute_batch("PRAGMA busy_timeout=5000;")?;
     Ok(c)
 }

@@ -47,7 +47,12 @@ pub(super) struct WriterState {
 }
 
 impl WriterState {
-    pub(super) fn load(conn: &Connection, max_bytes: u64, edge_id: String, metrics: Arc<Metrics>) -> Result<WriterState, StoreError> {
+    pub(super) fn load(
+        conn: &Connection,
+        max_bytes: u64,
+        edge_id: String,
+        metrics: Arc<Metrics>,
+    ) -> Result<WriterState, StoreError> {
         let mut s = WriterState {
             next_seq: 1,
             backlog_bytes: 0,
@@ -69,20 +74,26 @@ impl WriterState {
             .query_row("SELECT seq FROM sqlite_sequence WHERE name='outbox'", [], |r| r.get(0))
             .unwrap_or(0);
         let (rows, bytes): (i64, i64) =
-            conn.query_row("SELECT COUNT(*), COALESCE(SUM(bytes),0) FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            conn.query_row("SELECT COUNT(*), COALESCE(SUM(bytes),0) FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         // Never step back: seqs handed out in a rolled-back transaction are simply skipped.
         self.next_seq = self.next_seq.max(last + 1);
         self.backlog_rows = rows;
         self.backlog_bytes = bytes as u64;
         // Evictions are an audit figure: the counter survives restarts.
         let evicted: i64 = conn
-            .query_row("SELECT value FROM kv WHERE key='evicted_total'", [], |r| r.get::<_, String>(0))
+            .query_row("SELECT value FROM kv WHERE key='evicted_total'", [], |r| {
+                r.get::<_, String>(0)
+            })
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.metrics.store.evicted_total.store(evicted as u64, Relaxed);
         self.eviction_alarm_active = conn
-            .query_row("SELECT value FROM kv WHERE key='eviction_alarm'", [], |r| r.get::<_, String>(0))
+            .query_row("SELECT value FROM kv WHERE key='eviction_alarm'", [], |r| {
+                r.get::<_, String>(0)
+            })
             .map(|v| v == "raised")
             .unwrap_or(false);
         self.dirty = false;
@@ -145,7 +156,13 @@ impl WriteCtx<'_> {
             }
         }
         let seq = self.state.next_seq;
-        let payload = with_envelope(&record.body, record.envelope, &self.state.edge_id, seq, record.received_at_ms);
+        let payload = with_envelope(
+            &record.body,
+            record.envelope,
+            &self.state.edge_id,
+            seq,
+            record.received_at_ms,
+        );
         let insert = |conn: &Connection| {
             conn.prepare_cached(
                 "INSERT INTO outbox(seq, device, topic, class, created_ms, bytes, payload)
@@ -193,7 +210,10 @@ impl WriteCtx<'_> {
                 continue;
             }
             let n = freed.len();
-            self.state.backlog_bytes = self.state.backlog_bytes.saturating_sub(freed.iter().sum::<i64>() as u64);
+            self.state.backlog_bytes = self
+                .state
+                .backlog_bytes
+                .saturating_sub(freed.iter().sum::<i64>() as u64);
             self.state.backlog_rows -= n as i64;
             let total = self.state.metrics.store.evicted_total.fetch_add(n as u64, Relaxed) + n as u64;
             self.conn.execute(
@@ -204,8 +224,10 @@ impl WriteCtx<'_> {
             tracing::warn!(class = ?class, rows = n, "backlog budget reached: evicted oldest rows");
             if !self.state.eviction_alarm_active {
                 self.state.eviction_alarm_active = true;
-                self.conn
-                    .execute("INSERT OR REPLACE INTO kv(key, value) VALUES('eviction_alarm','raised')", [])?;
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO kv(key, value) VALUES('eviction_alarm','raised')",
+                    [],
+                )?;
                 let detail = json!({
                     "reason": "backlog reached storage.max_bytes while the uplink could not drain it",
                     "max_bytes": self.state.max_bytes,
@@ -220,12 +242,18 @@ impl WriteCtx<'_> {
 
     /// Deletes acknowledged rows (missing ones, e.g. evicted meanwhile, are ignored).
     pub fn delete_rows(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1 RETURNING bytes")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM outbox WHERE seq = ?1 RETURNING bytes")?;
         for seq in seqs {
-            if let Some(bytes) = stmt.query_row([seq], |r| r.get::<_, i64>(0)).map(Some).or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })? {
+            if let Some(bytes) = stmt
+                .query_row([seq], |r| r.get::<_, i64>(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?
+            {
                 self.state.backlog_bytes = self.state.backlog_bytes.saturating_sub(bytes as u64);
                 self.state.backlog_rows -= 1;
             }
@@ -237,7 +265,12 @@ impl WriteCtx<'_> {
             let body = json!({"alarm": "backlog_eviction", "state": "cleared",
                               "detail": {"evicted_rows": self.state.evicted_since_alarm}});
             self.state.evicted_since_alarm = 0;
-            let record = Record::new("edge", format!("edge/{}/alarm", self.state.edge_id), RecordClass::Critical, &body);
+            let record = Record::new(
+                "edge",
+                format!("edge/{}/alarm", self.state.edge_id),
+                RecordClass::Critical,
+                &body,
+            );
             self.append(&record)?;
         }
         Ok(())
@@ -245,7 +278,12 @@ impl WriteCtx<'_> {
 }
 
 /// The writer thread's loop; returns when asked to stop or when every handle is gone.
-pub(super) fn run(conn: Connection, mut state: WriterState, mut jobs: mpsc::Receiver<Msg>, committed: watch::Sender<i64>) {
+pub(super) fn run(
+    conn: Connection,
+    mut state: WriterState,
+    mut jobs: mpsc::Receiver<Msg>,
+    committed: watch::Sender<i64>,
+) {
     // Alarms found while opening (a corrupt database) are committed before anything else.
     if !state.pending_alarms.is_empty() {
         let job: Job = Box::new(|_ctx| (true, Box::new(|_| {})));
@@ -333,7 +371,12 @@ mod tests {
     use super::*;
 
     fn telemetry(device: &str, n: usize) -> Record {
-        Record::new(device, format!("t/{device}"), RecordClass::Telemetry, &json!({"n": n, "pad": "x".repeat(200)}))
+        Record::new(
+            device,
+            format!("t/{device}"),
+            RecordClass::Telemetry,
+            &json!({"n": n, "pad": "x".repeat(200)}),
+        )
     }
 
     fn open(dir: &std::path::Path, max_bytes: u64) -> (Store, Arc<Metrics>) {
@@ -401,8 +444,12 @@ mod tests {
         assert!(metrics.store.evicted_total.load(Relaxed) > 0);
         let (has_login, alarms, oldest_n): (bool, i64, i64) = store
             .read(move |c| {
-                let has: bool = c.query_row("SELECT COUNT(*) FROM outbox WHERE seq=?1", [login_seq], |r| r.get::<_, i64>(0))? == 1;
-                let alarms = c.query_row("SELECT COUNT(*) FROM outbox WHERE topic='edge/cab/alarm'", [], |r| r.get(0))?;
+                let has: bool = c.query_row("SELECT COUNT(*) FROM outbox WHERE seq=?1", [login_seq], |r| {
+                    r.get::<_, i64>(0)
+                })? == 1;
+                let alarms = c.query_row("SELECT COUNT(*) FROM outbox WHERE topic='edge/cab/alarm'", [], |r| {
+                    r.get(0)
+                })?;
                 let payload: Vec<u8> = c.query_row(
                     "SELECT payload FROM outbox WHERE class=0 ORDER BY seq LIMIT 1",
                     [],

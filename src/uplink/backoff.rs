@@ -19,10 +19,7 @@ impl Backoff {
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .min
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max);
+        let ceiling = self.min.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)

@@ -40,7 +40,13 @@ impl Drain {
     }
 
     /// Fetches up to `room` rows, at most `per_device` of each device per round.
-    pub fn fetch(&mut self, conn: &Connection, committed_seq: i64, room: usize, per_device: usize) -> Result<(), StoreError> {
+    pub fn fetch(
+        &mut self,
+        conn: &Connection,
+        committed_seq: i64,
+        room: usize,
+        per_device: usize,
+    ) -> Result<(), StoreError> {
         if committed_seq > self.scanned_seq {
             let (devices, max) = devices_after(conn, self.scanned_seq)?;
             for d in devices {
@@ -102,7 +108,11 @@ mod tests {
         assert!(backlog.windows(2).all(|w| w[0] < w[1]), "order broken: {backlog:?}");
         d.fetch(&conn, 101, 10, 4).unwrap();
         let next = d.pop().unwrap();
-        assert_eq!(next.seq, *backlog.last().unwrap() + 1, "cursor must continue after the last row handed out");
+        assert_eq!(
+            next.seq,
+            *backlog.last().unwrap() + 1,
+            "cursor must continue after the last row handed out"
+        );
     }
 
     #[test]

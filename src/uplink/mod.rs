@@ -21,7 +21,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -56,13 +58,22 @@ const ROWS_PER_DEVICE: usize = 32;
 /// What a tracked publish was.
 #[derive(Debug, Clone, Copy)]
 enum Tracked {
-    Row { seq: i64, sent: Instant },
+    Row {
+        seq: i64,
+        sent: Instant,
+    },
     /// Status or metrics: not in the outbox.
     Other,
 }
 
 /// Runs the uplink until `shutdown`, reconnecting with jittered exponential backoff.
-pub async fn run(settings: UplinkSettings, store: Store, plane: Arc<CommandPlane>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn run(
+    settings: UplinkSettings,
+    store: Store,
+    plane: Arc<CommandPlane>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut system = SystemProbe::new(store.path().to_path_buf());
     loop {
@@ -148,7 +159,9 @@ impl<'a> Session<'a> {
                 true,
             ));
         if let Some(tls) = &s.tls {
-            o.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+            o.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
         }
         o
     }
@@ -181,7 +194,12 @@ impl<'a> Session<'a> {
         self.metrics.uplink.connected.store(1, Relaxed);
         tracing::info!("uplink connected to {}", self.settings.url);
 
-        self.publish_other(&client, &format!("edge/{}/status", self.settings.edge_id), self.status_payload("online"), true)?;
+        self.publish_other(
+            &client,
+            &format!("edge/{}/status", self.settings.edge_id),
+            self.status_payload("online"),
+            true,
+        )?;
         for filter in self.plane.subscriptions() {
             client
                 .try_subscribe(self.topic(&filter), QoS::AtLeastOnce)
@@ -234,7 +252,9 @@ impl<'a> Session<'a> {
 
     fn window_room(&self) -> usize {
         // Two slots stay free for status and metrics publishes.
-        (self.settings.max_inflight as usize).saturating_sub(2).saturating_sub(self.window_used())
+        (self.settings.max_inflight as usize)
+            .saturating_sub(2)
+            .saturating_sub(self.window_used())
     }
 
     async fn fill_window(&mut self, client: &AsyncClient, committed_seq: i64) -> Result<(), String> {
@@ -275,7 +295,13 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn publish_other(&mut self, client: &AsyncClient, suffix: &str, payload: Vec<u8>, retain: bool) -> Result<(), String> {
+    fn publish_other(
+        &mut self,
+        client: &AsyncClient,
+        suffix: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), String> {
         client
             .try_publish(self.topic(suffix), QoS::AtLeastOnce, retain, payload)
             .map_err(|e| e.to_string())?;
@@ -326,14 +352,13 @@ impl<'a> Session<'a> {
                     }
                 });
             }
-            Event::Incoming(Packet::SubAck(ack)) => {
+            Event::Incoming(Packet::SubAck(ack))
                 if ack
                     .return_codes
                     .iter()
-                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                {
-                    tracing::error!("broker refused a downstream subscription");
-                }
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) =>
+            {
+                tracing::error!("broker refused a downstream subscription");
             }
             _ => {}
         }

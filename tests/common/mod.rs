@@ -147,10 +147,9 @@ impl Cloud {
         o.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(false)
             .set_max_packet_size(4 << 20, 4 << 20)
-            .set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(client_tls(
-                &pki.ca_file,
-                &pki.cloud,
-            ))));
+            .set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+                client_tls(&pki.ca_file, &pki.cloud),
+            )));
         let (client, mut eventloop) = AsyncClient::new(o, 1000);
         let messages = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -206,7 +205,10 @@ impl Cloud {
             if pred(&self.messages.lock().unwrap()) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -309,7 +311,10 @@ impl EdgeProcess {
 
     /// SIGTERM and wait for a graceful exit (at most 15 s).
     pub fn terminate(mut self) -> (Vec<Committed>, Option<i32>) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut code = None;
         while Instant::now() < deadline {
