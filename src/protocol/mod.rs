@@ -1,2 +1,6 @@
 //! Pure protocol codecs: bytes <-> typed messages <-> JSON. No tokio, no I/O, no clocks here
 //! (a test in `tests/layering.rs` fails the build if that changes).
+
+pub mod gbt32960;
+pub mod gbt37987;
+pub mod jt808;
