@@ -5,6 +5,8 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod demo;
+pub mod gateway;
+pub mod link;
 pub mod metrics;
 pub mod ops;
 pub mod protocol;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -19,6 +19,10 @@ pub struct ProtocolCounters {
     pub frames_out: AtomicU64,
     pub frames_bad: AtomicU64,
     pub bytes_in: AtomicU64,
+    /// Connections refused at the connection limit.
+    pub refused_total: AtomicU64,
+    /// TLS handshakes that failed (bad or missing client certificate, timeouts).
+    pub handshake_failures: AtomicU64,
 }
 
 impl ProtocolCounters {
@@ -29,6 +33,8 @@ impl ProtocolCounters {
             "frames_out": self.frames_out.load(Relaxed),
             "frames_bad": self.frames_bad.load(Relaxed),
             "bytes_in": self.bytes_in.load(Relaxed),
+            "refused_total": self.refused_total.load(Relaxed),
+            "handshake_failures": self.handshake_failures.load(Relaxed),
         })
     }
 }
@@ -113,9 +119,9 @@ pub struct ReaderState {
 /// Every counter of the appliance.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub gbt32960: ProtocolCounters,
-    pub jt808: ProtocolCounters,
-    pub gbt37987: ProtocolCounters,
+    pub gbt32960: Arc<ProtocolCounters>,
+    pub jt808: Arc<ProtocolCounters>,
+    pub gbt37987: Arc<ProtocolCounters>,
     pub store: StoreCounters,
     pub uplink: UplinkCounters,
     pub readers: Mutex<BTreeMap<String, ReaderState>>,

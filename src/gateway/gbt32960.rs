@@ -1,0 +1,1 @@
+//! GB/T 32960 gateway (server, sessions, downstream commands).

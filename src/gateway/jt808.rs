@@ -1,0 +1,1 @@
+//! JT/T 808 gateway (server, sessions, subpackages, downstream commands).

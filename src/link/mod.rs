@@ -1,0 +1,11 @@
+//! The generic connection layer shared by every device protocol: TCP/TLS listening with limits,
+//! buffered frame I/O with idle timeouts, and the registry of live device connections.
+//! Contains no protocol logic: protocols bring a pure decoder and a session.
+
+pub mod framed;
+pub mod listener;
+pub mod registry;
+
+pub use framed::{FrameDecoder, FramedIo, LinkError, Read};
+pub use listener::{bind, serve, Accepted, ByteStream, ListenerSettings};
+pub use registry::{Claim, Registry};
