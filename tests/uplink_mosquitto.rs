@@ -214,7 +214,12 @@ async fn a_client_certificate_from_another_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_commands_get_exactly_one_result_each() {
-    let World { _dir, _broker, cloud, edge } = online_world("cloud-cmd").await;
+    let World {
+        _dir,
+        _broker,
+        cloud,
+        edge,
+    } = online_world("cloud-cmd").await;
 
     cloud
         .publish("edge/cab-1/cmd", json!({"request_id": "p1", "action": "ping"}))
@@ -280,7 +285,12 @@ impl DeviceGateway for ScriptedGateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_for_offline_devices_wait_for_them_or_expire() {
-    let World { _dir, _broker, cloud, edge } = online_world("cloud-offline").await;
+    let World {
+        _dir,
+        _broker,
+        cloud,
+        edge,
+    } = online_world("cloud-offline").await;
     let gateway = Arc::new(ScriptedGateway::default());
     edge.plane.register(Protocol::Gbt32960, gateway.clone());
 
