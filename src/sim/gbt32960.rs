@@ -860,7 +860,52 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's vehicles: half 2016, half 2025, over mutual TLS, until `shutdown`.
+/// The demo's GB/T 32960 part: a server section on a free loopback port with mutual TLS (the
+/// demo CA signs the server and the vehicles), and the vehicles that connect to it.
+pub struct DemoVehicles {
+    /// The `gbt32960:` section to append to the demo configuration.
+    pub config_section: String,
+    pub addr: SocketAddr,
+    tls: ClientTls,
+    vehicles: usize,
+}
+
+impl DemoVehicles {
+    /// Issues the certificates into the CA's directory and picks a free port.
+    pub fn prepare(ca: &crate::sim::pki::TestCa, vehicles: usize) -> anyhow::Result<DemoVehicles> {
+        let server = ca.server("gbt32960-server")?;
+        let client = ca.client("gbt32960-vehicles", "demo-vehicles")?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let config_section = format!(
+            "gbt32960:\n  listen: {addr}\n  tls: {{cert_file: {}, key_file: {}, client_ca_file: {}}}\n",
+            server.cert.display(),
+            server.key.display(),
+            ca.ca_file.display()
+        );
+        let tls = ClientTls::from_files(&ca.ca_file, Some((&client.cert, &client.key)), "localhost")?;
+        Ok(DemoVehicles {
+            config_section,
+            addr,
+            tls,
+            vehicles,
+        })
+    }
+
+    /// One line for the demo's banner.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} vehicles (half 2016, half 2025) over mutual TLS to {}, one real-time frame each per 10 s",
+            self.vehicles, self.addr
+        )
+    }
+
+    /// Runs the vehicles until `shutdown` (they retry until the server listens).
+    pub async fn run(self, shutdown: CancellationToken) {
+        run_demo(self.addr, self.tls, self.vehicles, shutdown).await
+    }
+}
+
+/// The demo's vehicles: half 2016, half 2025, until `shutdown`.
 pub async fn run_demo(addr: SocketAddr, tls: ClientTls, vehicles: usize, shutdown: CancellationToken) {
     let base = LoadOptions {
         addr,
