@@ -12,7 +12,7 @@ use common::*;
 use roadedge::app::{self, RunOptions};
 use roadedge::config::{Config, FileCheck};
 use roadedge::metrics::Metrics;
-use roadedge::protocol::gbt32960::{Command, Edition, Frame, ResponseFlag, Time, Vin};
+use roadedge::protocol::gbt32960::{Body, Command, Edition, Encryption, Frame, ResponseFlag, Time, Vin};
 use roadedge::sim::gbt32960::{self as sim, ClientTls, Terminal};
 use roadedge::sim::pki::TestCa;
 use serde_json::{json, Value};
@@ -280,6 +280,15 @@ async fn vehicles_over_mutual_tls_publish_every_message_on_its_topic_with_emqx_j
         &format!("gbt32960/{vin25}/upstream/reinfo"),
     )
     .await;
+    // An SM4-encrypted data unit (no key configured): relayed as received, never read as text.
+    let mut encrypted = sim::realtime_frame(v25, Edition::V2025, time, 3, false);
+    let plain = encrypted.encode().unwrap();
+    let ciphertext: Vec<u8> = plain[24..plain.len() - 1].iter().map(|b| b ^ 0x5A).collect();
+    encrypted.encryption = Encryption::SM4;
+    encrypted.body = Body::Encrypted(ciphertext.clone());
+    let relayed = send_and_expect(&w, &mut t25, &encrypted, &format!("gbt32960/{vin25}/upstream/info")).await;
+    assert_eq!(relayed["Encrypt"], 5);
+    assert_eq!(relayed["Data"], json!({"Ciphertext": hex::encode_upper(&ciphertext)}));
     let activation = send_and_expect(
         &w,
         &mut t25,
@@ -323,6 +332,7 @@ async fn vehicles_over_mutual_tls_publish_every_message_on_its_topic_with_emqx_j
         (vin25, "vlogin"),
         (vin25, "info"),
         (vin25, "reinfo"),
+        (vin25, "info"),
         (vin25, "activation"),
         (vin16, "vlogout"),
         (vin25, "vlogout"),

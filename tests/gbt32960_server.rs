@@ -369,3 +369,73 @@ async fn an_unanswered_command_is_resent_three_times_then_ends_in_timeout() {
     assert_eq!(topics(&rows)[0], "gbt32960/LSIMDEAF000000001/upstream/vlogin");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sim_command_logs_vehicles_in_sends_data_and_logs_them_out() {
+    let s = server().await;
+    let addr = s.addr.to_string();
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_roadedge"))
+            .args(["sim", "gbt32960", "--addr", &addr, "--vehicles", "3", "--rate", "15"])
+            .args([
+                "--edition",
+                "2025",
+                "--duration",
+                "2s",
+                "--ramp",
+                "100ms",
+                "--vin-prefix",
+                "LCLI",
+            ])
+            .output(),
+    )
+    .await
+    .expect("the simulator stops after its duration")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("3 logins (0 failed)"), "{stdout}");
+    let rows = s
+        .wait_outbox("3 logouts", |r| {
+            r.iter().filter(|(t, _)| t.ends_with("/vlogout")).count() == 3
+        })
+        .await;
+    let infos: Vec<_> = rows.iter().filter(|(t, _)| t.ends_with("/upstream/info")).collect();
+    assert!(infos.len() >= 15, "{} real-time records", infos.len());
+    assert!(infos.iter().all(|(t, _)| t.starts_with("gbt32960/LCLI")));
+    let login = &rows.iter().find(|(t, _)| t.ends_with("/vlogin")).unwrap().1;
+    assert!(login["Data"]["BmsNum"].is_number(), "a 2025 login: {login}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sim_command_with_nothing_listening_fails_with_exit_1() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_roadedge"))
+            .args([
+                "sim",
+                "gbt32960",
+                "--addr",
+                &port.to_string(),
+                "--vehicles",
+                "1",
+                "--duration",
+                "1s",
+            ])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+}

@@ -47,6 +47,8 @@ impl link::FrameDecoder for codec::FrameDecoder {
 pub const MAX_BUFFER: usize = codec::MAX_FRAME_LEN + 4096;
 /// How often the session's timers are looked at.
 const TICK: Duration = Duration::from_secs(1);
+/// Bad frames logged at warning level per connection (the rest at debug level).
+const MAX_BAD_LOGGED: u32 = 5;
 /// A connection must log in within this time (or the idle timeout, if shorter).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -192,6 +194,7 @@ impl Connection {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::debug!(%peer, "GB/T 32960 connection");
+        let mut bad_logged = 0u32;
         let reason = loop {
             let actions = tokio::select! {
                 _ = ctx.shutdown.cancelled() => break "the edge is shutting down".to_string(),
@@ -205,7 +208,14 @@ impl Connection {
                         self.session.handle_frame(frame, now())
                     }
                     Ok(Read::Bad(error)) => {
-                        tracing::warn!(%peer, vin = self.vin.as_deref().unwrap_or(""), "bad GB/T 32960 input: {error}");
+                        // Every bad frame is counted; only the first few per connection are
+                        // logged, so a hostile terminal cannot flood the journal.
+                        bad_logged += 1;
+                        if bad_logged <= MAX_BAD_LOGGED {
+                            tracing::warn!(%peer, vin = self.vin.as_deref().unwrap_or(""), "bad GB/T 32960 input: {error}");
+                        } else {
+                            tracing::debug!(%peer, vin = self.vin.as_deref().unwrap_or(""), "bad GB/T 32960 input: {error}");
+                        }
                         self.session.handle_bad(&error, now())
                     }
                     Err(e) => break e.to_string(),
