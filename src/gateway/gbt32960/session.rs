@@ -7,7 +7,7 @@
 //! reply for a frame that fails its checks, and the downstream command window (one command in
 //! flight, resent at most `max_retries` times, then `timeout`; the rest queued, bounded).
 //! Must not: acknowledge anything itself: replies that confirm data ride in
-//! [`Action::Commit::then`], which the shell runs only after the commit.
+//! the `then` list of [`Action::Commit`], which the shell runs only after the commit.
 
 use std::collections::VecDeque;
 use std::fmt;
