@@ -100,7 +100,6 @@ pub async fn run_with(
     };
 
     for (section, enabled) in [
-        ("gbt32960", config.gbt32960.is_some()),
         ("jt808", config.jt808.is_some()),
         ("readers", config.readers.is_some()),
         ("web", config.web.is_some()),
@@ -116,6 +115,19 @@ pub async fn run_with(
     let mut intake = Vec::new();
     if let Some(opts) = options.synthetic {
         intake.push(tokio::spawn(synthetic::run(store.clone(), opts, intake_stop.clone())));
+    }
+    if let Some(section) = &config.gbt32960 {
+        let settings = crate::gateway::gbt32960::GatewaySettings::from_config(section).context("gbt32960.tls")?;
+        let gateway = crate::gateway::gbt32960::start(
+            settings,
+            store.clone(),
+            plane.clone(),
+            metrics.clone(),
+            intake_stop.clone(),
+        )
+        .await
+        .with_context(|| format!("gbt32960: listening on {}", section.listen))?;
+        intake.push(gateway.task);
     }
     let uplink_task = tokio::spawn(uplink::run(
         settings,

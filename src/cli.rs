@@ -66,6 +66,8 @@ enum SimCommand {
     /// Run the appliance from a configuration with a synthetic record source appending straight
     /// into the store (durability tests, benchmarks).
     Synthetic(SyntheticArgs),
+    /// Simulated GB/T 32960 vehicles (TCP or TLS): login, real-time data, heartbeats, answers.
+    Gbt32960(crate::sim::gbt32960::SimArgs),
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +124,7 @@ pub fn main() -> ExitCode {
             };
             run(&s.config.path(), options)
         }
+        Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
     }
 }

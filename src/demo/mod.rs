@@ -33,6 +33,9 @@ pub struct DemoArgs {
     /// Stop after this long (e.g. 60s, 5m); runs until Ctrl-C when absent.
     #[arg(long)]
     pub duration: Option<String>,
+    /// Simulated GB/T 32960 vehicles (half 2016, half 2025; 0 = none).
+    #[arg(long, default_value_t = 20)]
+    pub gbt32960_vehicles: usize,
     /// State directory (certificates, configuration, database); a new temporary one by default.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -59,16 +62,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let cloud_cert = ca.client("cloud", "cloud-viewer").context("cloud certificate")?;
 
     let port = broker_port(&dir, &ca.ca_file, &broker_cert)?;
+    let gbt32960 = (args.gbt32960_vehicles > 0)
+        .then(|| crate::sim::gbt32960::DemoVehicles::prepare(&ca, args.gbt32960_vehicles))
+        .transpose()
+        .context("GB/T 32960 vehicles")?;
 
     let config_text = format!(
         "# Written by `roadedge demo`.\nedge: {{id: demo-cabinet, site: {{name: \"demo site\", latitude: 31.2304, longitude: 121.4737}}}}\n\
          storage: {{path: {db}, max_bytes: 256MiB}}\n\
          uplink:\n  url: mqtts://127.0.0.1:{port}\n  ca_file: {ca}\n  cert_file: {cert}\n  key_file: {key}\n  metrics_interval: 10s\n\
-         logging: {{level: info}}\n",
+         logging: {{level: info}}\n{gbt32960}",
         db = dir.join("roadedge.db").display(),
         ca = ca.ca_file.display(),
         cert = edge_cert.cert.display(),
         key = edge_cert.key.display(),
+        gbt32960 = gbt32960.as_ref().map(|g| g.config_section.as_str()).unwrap_or(""),
     );
     let config_path = dir.join("roadedge.yaml");
     std::fs::write(&config_path, &config_text)?;
@@ -113,6 +121,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(&ca.ca_file),
         Some((&cloud_cert.cert, &cloud_cert.key)),
     )?);
+    if let Some(vehicles) = gbt32960 {
+        println!("  GB/T 32960      : {}", vehicles.describe());
+        tokio::spawn(vehicles.run(shutdown.clone()));
+    }
     let received = Arc::new(AtomicU64::new(0));
     tokio::spawn(watch_cloud(port, tls, received.clone(), shutdown.clone()));
 
