@@ -568,9 +568,10 @@ impl Session {
         )
     }
 
-    /// A frame that could not be taken off the stream (framing error).
-    pub fn handle_bad_frame(&mut self, reason: String, _now: Now) -> Vec<Action> {
-        let mut actions = vec![Action::Bad(reason)];
+    /// A frame that could not be taken off the stream (framing error, already counted and
+    /// logged by the shell): only its effect on the bad-frames-in-a-row limit is returned.
+    pub fn handle_bad_frame(&mut self, _now: Now) -> Vec<Action> {
+        let mut actions = Vec::new();
         self.count_bad(&mut actions);
         actions
     }
@@ -1900,7 +1901,7 @@ mod tests {
         assert!(matches!(actions[0], Action::Bad(_)) && closed(&actions).is_none());
         let mut reason = None;
         for _ in 0..MAX_BAD_IN_ROW {
-            reason = reason.or(closed(&rig.session.handle_bad_frame("garbage".into(), rig.at(2))));
+            reason = reason.or(closed(&rig.session.handle_bad_frame(rig.at(2))));
         }
         assert!(reason.unwrap().contains("unusable frames in a row"));
     }

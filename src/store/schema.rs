@@ -34,6 +34,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX commands_open ON commands(state, target);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // v2: GB/T 37987 readers: desired rules and the active-alarm table.
+    crate::reader::db::MIGRATION,
 ];
 
 /// The schema version this build writes.
