@@ -66,6 +66,9 @@ enum SimCommand {
     /// Run the appliance from a configuration with a synthetic record source appending straight
     /// into the store (durability tests, benchmarks).
     Synthetic(SyntheticArgs),
+    /// Simulated GB/T 37987 readers (either dialect) that listen for the edge, dial it, or sit on
+    /// a serial port; they run the rules the edge gives them and report tags.
+    Reader(crate::sim::reader::ReaderSimArgs),
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +126,10 @@ pub fn main() -> ExitCode {
             run(&s.config.path(), options)
         }
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
+        Command::Sim(SimCommand::Reader(args)) => {
+            crate::ops::logging::init("info");
+            runtime_block_on(crate::sim::reader::run_cli(args))
+        }
     }
 }
 

@@ -468,7 +468,30 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     assert_eq!(down["dialect"], "hb-2017");
     north.answer_keepalives(true);
     wait_up_count(&cloud, "north", ups + 1).await;
+
+    // Reports read while the reader was cut off are pulled after the reconnect, each segment
+    // acknowledged only after its commit (the reader then drops it).
+    let ups = status_count(&cloud, "north", "up");
+    north.offline(true);
+    wait_until("north caches reports", || north.cached() >= 6).await;
+    north.offline(false);
+    wait_up_count(&cloud, "north", ups + 1).await;
     wait_until("the cache drained", || north.cached() == 0).await;
+    let cached = plate_reports(&cloud, "north", true);
+    assert!(cached.len() >= 6, "{cached:?}");
+    assert!(cached.iter().all(|p| p.starts_with('N')));
+
+    // A reset loses the rules that are not persistent; they are re-applied, over TCP and serial.
+    for (reader, sim, id) in [("east", &east, 8u32), ("south", &south, 9)] {
+        let answer = command(&cloud, reader, &format!("reset-{reader}"), json!({"action": "reset"})).await;
+        assert_eq!(answer["answer"]["msg"], "ResetDeviceAck", "{answer}");
+        wait_until(&format!("{reader} reset"), || sim.resets() == 1).await;
+        wait_until(&format!("{reader} re-holds rule {id} after its reset"), || {
+            sim.select_specs().get(&id) == Some(&SpecState::Active)
+        })
+        .await;
+    }
+    wait_until("east re-holds its access rule", || east.access_specs().get(&30) == Some(&true)).await;
 
     // Commands for an offline reader wait for it.
     north.mute(true);

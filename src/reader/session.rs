@@ -677,9 +677,14 @@ impl Session {
         self.keepalive_outstanding = false;
         self.keepalive_missed = 0;
         actions.push(Action::Up { device_sn: sn });
-        // Connect-time work runs before any queued command, in this order.
+        self.queue_connect_work();
+    }
+
+    /// Puts the connect-time work at the front of the queue, in this order: reconcile the rules,
+    /// read the general capabilities, ask for cached reports, synchronise alarms.
+    fn queue_connect_work(&mut self) {
         let to = Addressing {
-            device_sn: sn,
+            device_sn: self.device_sn,
             number: 0,
         };
         let t = self.settings.request_timeout;
@@ -926,6 +931,14 @@ impl Session {
                 }));
             }
             Some("DeviceEventNotification") => {
+                if message.connection_attempt_status() == Some(0) {
+                    // The reader announces a fresh start (e.g. after a reboot on a serial line,
+                    // where the link itself never dropped): its rules and alarms need the
+                    // connect-time work again.
+                    self.persist_event(&message, now, actions);
+                    self.queue_connect_work();
+                    return;
+                }
                 if let Some(event) = message.child("SelectSpecEvent") {
                     let id = event.field("SelectSpecID").and_then(Value::as_u64).map(|v| v as u32);
                     let kind = event.field("EventType").and_then(Value::as_u64);

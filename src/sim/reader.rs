@@ -228,6 +228,7 @@ struct Shared {
     answer_keepalives: AtomicBool,
     stall_uploads: AtomicBool,
     mute: AtomicBool,
+    offline: AtomicBool,
     connected: AtomicBool,
     connection: Mutex<Option<CancellationToken>>,
     reports_sent: AtomicU64,
@@ -292,6 +293,7 @@ impl SimReader {
             answer_keepalives: AtomicBool::new(true),
             stall_uploads: AtomicBool::new(false),
             mute: AtomicBool::new(false),
+            offline: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             connection: Mutex::new(None),
             reports_sent: AtomicU64::new(0),
@@ -450,6 +452,15 @@ impl SimReader {
         self.shared.mute.store(on, Relaxed);
     }
 
+    /// Whether the reader is cut off the network: no connection is accepted or made (rules keep
+    /// running and reports go to the cache).
+    pub fn offline(&self, on: bool) {
+        self.shared.offline.store(on, Relaxed);
+        if on {
+            self.drop_link();
+        }
+    }
+
     /// Stops the reader.
     pub async fn stop(self) {
         self.task.abort();
@@ -474,6 +485,9 @@ async fn listen_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener, shu
             }
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                if shared.offline.load(Relaxed) {
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 // A new connection replaces the current one.
                 let token = replace_connection(&shared, &shutdown);
@@ -497,9 +511,13 @@ fn replace_connection(shared: &Shared, shutdown: &CancellationToken) -> Cancella
 async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr, shutdown: CancellationToken) {
     let mut clock = tokio::time::interval(shared.options.report_interval.max(Duration::from_millis(1)));
     loop {
-        let connected = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = tokio::net::TcpStream::connect(addr) => r,
+        let connected = if shared.offline.load(Relaxed) {
+            Err(std::io::Error::other("offline"))
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::net::TcpStream::connect(addr) => r,
+            }
         };
         match connected {
             Ok(stream) => {
@@ -586,11 +604,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, mut 
         Wire::Serial { .. } => Decoder::Serial(SerialDeframer::new(dialect)),
     };
     let mut out: Vec<Message> = Vec::new();
-    if matches!(wire, Wire::Tcp) {
-        let to = next_addressing(&shared);
-        if let Ok(ack) = builders::connection_ack(dialect, to, 0, now_us()) {
-            out.push(ack);
-        }
+    // On TCP the acknowledgement opens the link; on a serial line it announces a (re)start.
+    let to = next_addressing(&shared);
+    if let Ok(ack) = builders::connection_ack(dialect, to, 0, now_us()) {
+        out.push(ack);
     }
     let mut buf = BytesMut::with_capacity(8192);
     let mut clock = tokio::time::interval(options.report_interval.max(Duration::from_millis(1)));
@@ -1462,4 +1479,185 @@ pub async fn run_many(base: SimReaderOptions, count: usize, shutdown: Cancellati
         readers.push(SimReader::spawn(options, shutdown.clone()).await?);
     }
     Ok(readers)
+}
+
+/// Options of `roadedge sim reader`.
+#[derive(clap::Args, Debug)]
+pub struct ReaderSimArgs {
+    /// Wire dialect: gbt37987-2019 or hb-2017.
+    #[arg(long, default_value = "gbt37987-2019")]
+    pub dialect: String,
+    /// Listen for the edge on this address (readers.devices[].tcp points here).
+    #[arg(long, conflicts_with_all = ["dial", "serial"])]
+    pub listen: Option<SocketAddr>,
+    /// Dial the edge's readers.listen address.
+    #[arg(long, conflicts_with = "serial")]
+    pub dial: Option<SocketAddr>,
+    /// A serial port (e.g. one end of `socat -d -d pty,raw,echo=0 pty,raw,echo=0`).
+    #[arg(long)]
+    pub serial: Option<PathBuf>,
+    /// Serial bit rate.
+    #[arg(long, default_value_t = 19200)]
+    pub baud: u32,
+    /// Serial bus address of the reader.
+    #[arg(long, default_value_t = 1)]
+    pub address: u8,
+    /// Device serial number: 16 hex digits or up to 8 characters (several readers count up from it).
+    #[arg(long, default_value = "SIM00001")]
+    pub sn: String,
+    /// Readers to run (listen mode: consecutive ports).
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Tags in each reader's population.
+    #[arg(long, default_value_t = 20)]
+    pub tags: usize,
+    /// Reports per second of each active select spec.
+    #[arg(long, default_value_t = 5.0)]
+    pub rate: f64,
+    /// Tags per report.
+    #[arg(long, default_value_t = 2)]
+    pub tags_per_report: usize,
+    /// The reader's own keepalive period (0s: none).
+    #[arg(long, default_value = "5s")]
+    pub keepalive: String,
+    /// Stop after this long (e.g. 60s); runs until Ctrl-C when absent.
+    #[arg(long)]
+    pub duration: Option<String>,
+}
+
+/// `roadedge sim reader`: runs simulated readers and prints what they do every few seconds.
+pub async fn run_cli(args: ReaderSimArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dialect: Dialect = args.dialect.parse().map_err(|e| anyhow::anyhow!("--dialect: {e}"))?;
+    let sn = parse_sn(&args.sn).context("--sn: 16 hex digits or up to 8 ASCII characters")?;
+    let mode = match (args.listen, args.dial, args.serial) {
+        (Some(addr), None, None) => SimMode::Listen(addr),
+        (None, Some(addr), None) => SimMode::Dial(addr),
+        (None, None, Some(path)) => SimMode::Serial {
+            path,
+            baud: args.baud,
+            address: args.address,
+        },
+        _ => anyhow::bail!("give exactly one of --listen, --dial or --serial"),
+    };
+    if args.count == 0 || args.count > 1000 {
+        anyhow::bail!("--count must be 1 to 1000");
+    }
+    if matches!(mode, SimMode::Serial { .. }) && args.count != 1 {
+        anyhow::bail!("a serial port carries one simulated reader");
+    }
+    if !(args.rate > 0.0 && args.rate <= 10_000.0) {
+        anyhow::bail!("--rate must be above 0 and at most 10000");
+    }
+    let keepalive = crate::config::parse_duration(&args.keepalive).map_err(|e| anyhow::anyhow!("--keepalive: {e}"))?;
+    let duration = args
+        .duration
+        .as_deref()
+        .map(crate::config::parse_duration)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+    let mut options = SimReaderOptions::new(sn, dialect, mode);
+    options.tags = args.tags.clamp(1, 100_000);
+    options.report_interval = Duration::from_secs_f64(1.0 / args.rate);
+    options.tags_per_report = args.tags_per_report.clamp(1, 1000);
+    options.keepalive_interval = (!keepalive.is_zero()).then_some(keepalive);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::cli::cancel_on_signal(shutdown.clone()));
+    if let Some(d) = duration {
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s.cancel();
+        });
+    }
+    let readers = run_many(options, args.count, shutdown.clone()).await?;
+    for r in &readers {
+        match r.local_addr {
+            Some(addr) => println!("reader {} ({dialect}) listening on {addr}", crate::protocol::gbt37987::model::hex_string(&r.sn())),
+            None => println!("reader {} ({dialect}) started", crate::protocol::gbt37987::model::hex_string(&r.sn())),
+        }
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let connected = readers.iter().filter(|r| r.is_connected()).count();
+                let (reports, tags) = readers.iter().map(SimReader::reports_sent).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                let specs: usize = readers.iter().map(|r| r.select_specs().len()).sum();
+                println!("{connected}/{} connected, {specs} select specs held, {reports} reports ({tags} tags) sent", readers.len());
+            }
+        }
+    }
+    let (reports, tags) = readers.iter().map(SimReader::reports_sent).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    println!("stopped: {reports} reports ({tags} tags) sent");
+    for r in readers {
+        r.stop().await;
+    }
+    Ok(())
+}
+
+/// The demo's readers: three simulated readers on loopback and the `readers` section that
+/// points the appliance at them.
+pub struct DemoReaders {
+    /// YAML of the `readers` section.
+    pub yaml: String,
+    /// One line describing them.
+    pub summary: String,
+    pub readers: Vec<SimReader>,
+    ids: Vec<String>,
+}
+
+/// Starts the demo readers: `north` (hb-2017) and `south` (gbt37987-2019) wait for the edge to
+/// dial them, `east` (gbt37987-2019) dials the edge's reader listener.
+pub async fn demo_readers(shutdown: CancellationToken) -> anyhow::Result<DemoReaders> {
+    let listen_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut readers = Vec::new();
+    for (sn, dialect, mode, plate) in [
+        (*b"DEMO0001", Dialect::Hb2017, SimMode::Listen("127.0.0.1:0".parse()?), 'N'),
+        (*b"DEMO0002", Dialect::Gbt37987_2019, SimMode::Listen("127.0.0.1:0".parse()?), 'S'),
+        (
+            *b"DEMO0003",
+            Dialect::Gbt37987_2019,
+            SimMode::Dial(SocketAddr::from(([127, 0, 0, 1], listen_port))),
+            'E',
+        ),
+    ] {
+        let mut options = SimReaderOptions::new(sn, dialect, mode);
+        options.plate_prefix = plate;
+        options.report_interval = Duration::from_millis(1000);
+        readers.push(SimReader::spawn(options, shutdown.clone()).await?);
+    }
+    let addr = |i: usize| readers[i].local_addr.map(|a| a.to_string()).unwrap_or_default();
+    let yaml = format!(
+        "readers:\n  listen: 127.0.0.1:{listen_port}\n  dialect: gbt37987-2019\n  keepalive_interval: 5s\n  devices:\n    - {{id: north, tcp: '{}', dialect: hb-2017}}\n    - {{id: south, tcp: '{}'}}\n    - {{id: east, sn: {}}}\n",
+        addr(0),
+        addr(1),
+        crate::protocol::gbt37987::model::hex_string(b"DEMO0003"),
+    );
+    Ok(DemoReaders {
+        yaml,
+        summary: "north (hb-2017, dialled), south (gbt37987-2019, dialled), east (gbt37987-2019, dials in); one select rule each".into(),
+        readers,
+        ids: vec!["north".into(), "south".into(), "east".into()],
+    })
+}
+
+impl DemoReaders {
+    /// Gives each demo reader an active inventory rule through the reader service (stored as
+    /// its desired rules, applied when its link is up).
+    pub fn apply_rules(&self, service: std::sync::Arc<crate::reader::ReaderService>) {
+        for (n, id) in self.ids.iter().enumerate() {
+            let service = service.clone();
+            let id = id.clone();
+            let rule = rules::default_select_spec(n as u32 + 1, SpecState::Active, 1, &[1, 2]);
+            tokio::spawn(async move {
+                let command = serde_json::json!({"action": "set_rules", "select_specs": [rule]});
+                if let Err(e) = service.execute(&id, &command).await {
+                    tracing::warn!(reader = %id, "demo rules: {e}");
+                }
+            });
+        }
+    }
 }
