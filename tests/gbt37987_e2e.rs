@@ -51,7 +51,10 @@ async fn start_edge(config_path: &Path) -> Running {
         })
         .await
     });
-    let (metrics, readers) = tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    let (metrics, readers) = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
     Running {
         metrics,
         readers,
@@ -81,12 +84,17 @@ struct PtyPair {
 impl PtyPair {
     fn new(dir: &Path) -> PtyPair {
         let log = dir.join("socat.log");
-        let child = Command::new("socat")
-            .args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("socat is installed by scripts/test");
+        // Owned by the pair at once, so that every path out (a panic included) kills and reaps it.
+        let mut pair = PtyPair {
+            child: Command::new("socat")
+                .args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("socat is installed by scripts/test"),
+            a: PathBuf::new(),
+            b: PathBuf::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -96,11 +104,9 @@ impl PtyPair {
                 .map(|p| PathBuf::from(p.trim()))
                 .collect();
             if ptys.len() == 2 && text.contains("starting data transfer loop") {
-                return PtyPair {
-                    child,
-                    a: ptys[0].clone(),
-                    b: ptys[1].clone(),
-                };
+                pair.a = ptys[0].clone();
+                pair.b = ptys[1].clone();
+                return pair;
             }
             assert!(Instant::now() < deadline, "socat did not report its ptys: {text}");
             std::thread::sleep(Duration::from_millis(50));
@@ -132,7 +138,9 @@ fn payloads(cloud: &Cloud, topic: &str) -> Vec<Value> {
 async fn wait_topic(cloud: &Cloud, what: &str, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let topic_owned = topic.to_string();
     cloud
-        .wait_for(what, LIMIT, |msgs| msgs.iter().any(|m| m.topic == topic_owned && pred(&m.payload)))
+        .wait_for(what, LIMIT, |msgs| {
+            msgs.iter().any(|m| m.topic == topic_owned && pred(&m.payload))
+        })
         .await;
     payloads(cloud, topic).into_iter().rev().find(|p| pred(p)).unwrap()
 }
@@ -186,7 +194,11 @@ async fn wait_reports(cloud: &Cloud, reader: &str, sim: &SimReader, at_least: us
             msgs.iter()
                 .filter(|m| m.topic == topic)
                 .flat_map(|m| m.payload["body"]["tags"].as_array().cloned().unwrap_or_default())
-                .filter(|t| t["tag_data"]["plate"].as_str().is_some_and(|p| plates.iter().any(|x| x == p)))
+                .filter(|t| {
+                    t["tag_data"]["plate"]
+                        .as_str()
+                        .is_some_and(|p| plates.iter().any(|x| x == p))
+                })
                 .count()
                 >= at_least
         })
@@ -217,7 +229,12 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     // north: hb-2017, the edge dials it.
     let north_sn = *b"BL000001";
     let north = SimReader::spawn(
-        sim_options(&north_sn, Dialect::Hb2017, SimMode::Listen("127.0.0.1:0".parse().unwrap()), 'N'),
+        sim_options(
+            &north_sn,
+            Dialect::Hb2017,
+            SimMode::Listen("127.0.0.1:0".parse().unwrap()),
+            'N',
+        ),
         sims_stop.clone(),
     )
     .await
@@ -283,9 +300,12 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
         ("south", "gbt37987-2019", hex_string(b"BL000003")),
         (stray_id.as_str(), "gbt37987-2019", stray_id.clone()),
     ] {
-        let status = wait_topic(&cloud, &format!("{reader} up"), &format!("gbt37987/{reader}/up/status"), |p| {
-            p["link"] == "up"
-        })
+        let status = wait_topic(
+            &cloud,
+            &format!("{reader} up"),
+            &format!("gbt37987/{reader}/up/status"),
+            |p| p["link"] == "up",
+        )
         .await;
         assert_eq!(status["dialect"], dialect, "{reader}");
         assert_eq!(status["device_sn"], sn, "{reader}");
@@ -364,7 +384,10 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
         .await;
     }
     let before = plate_reports(&cloud, "north", false).len();
-    wait_until("north reports after the reconnect", || plate_reports(&cloud, "north", false).len() > before + 2).await;
+    wait_until("north reports after the reconnect", || {
+        plate_reports(&cloud, "north", false).len() > before + 2
+    })
+    .await;
 
     // Access rule: read user memory of one tag, in the 2019 dialect.
     let tid = {
@@ -389,18 +412,33 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
 
     // Alarm raised and restored, with the active-alarm table and metrics following.
     let alarm_id = east.raise_alarm(1, 1, "reader over-temperature");
-    let raised = wait_topic(&cloud, "alarm raised", "gbt37987/east/up/alarm", |p| p["msg"] == "AlarmReport").await;
+    let raised = wait_topic(&cloud, "alarm raised", "gbt37987/east/up/alarm", |p| {
+        p["msg"] == "AlarmReport"
+    })
+    .await;
     assert_eq!(raised["body"]["AlarmID"], alarm_id);
     assert_eq!(raised["body"]["AlarmReportInfo"]["Level"], 1);
     let table = command(&cloud, "east", "alarms-1", json!({"action": "alarms"})).await;
     assert_eq!(table["answer"]["alarms"][0]["alarm_id"], alarm_id, "{table}");
-    wait_until("alarms_active 1", || edge.readers.reader("east").unwrap().alarms_active == 1).await;
+    wait_until("alarms_active 1", || {
+        edge.readers.reader("east").unwrap().alarms_active == 1
+    })
+    .await;
     east.restore_alarm(alarm_id);
-    wait_topic(&cloud, "alarm restored", "gbt37987/east/up/alarm", |p| p["msg"] == "AlarmRestore").await;
-    wait_until("alarms_active 0", || edge.readers.reader("east").unwrap().alarms_active == 0).await;
+    wait_topic(&cloud, "alarm restored", "gbt37987/east/up/alarm", |p| {
+        p["msg"] == "AlarmRestore"
+    })
+    .await;
+    wait_until("alarms_active 0", || {
+        edge.readers.reader("east").unwrap().alarms_active == 0
+    })
+    .await;
     // An alarm that ended while the link was down is restored by the sync after the reconnect.
     let lost = north.raise_alarm(2, 2, "low temperature");
-    wait_until("north alarm active", || edge.readers.reader("north").unwrap().alarms_active == 1).await;
+    wait_until("north alarm active", || {
+        edge.readers.reader("north").unwrap().alarms_active == 1
+    })
+    .await;
     let ups = status_count(&cloud, "north", "up");
     north.forget_alarm(lost);
     north.drop_link();
@@ -409,12 +447,18 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
         p["msg"] == "AlarmRestore" && p["body"]["AlarmID"] == lost && p["body"]["AlarmRestoreInfo"]["RestoreType"] == 1
     })
     .await;
-    wait_until("north alarms_active 0", || edge.readers.reader("north").unwrap().alarms_active == 0).await;
+    wait_until("north alarms_active 0", || {
+        edge.readers.reader("north").unwrap().alarms_active == 0
+    })
+    .await;
 
     // A log pulled in segments, each confirmed after its commit (10 entries, 4 per segment).
     let pulled = command(&cloud, "south", "log-1", json!({"action": "log_pull", "log": "device"})).await;
     assert_eq!(pulled["ok"], true, "{pulled}");
-    assert_eq!(pulled["answer"], json!({"log": "device", "count": 10, "segments": 3, "entries": 10}));
+    assert_eq!(
+        pulled["answer"],
+        json!({"log": "device", "count": 10, "segments": 3, "entries": 10})
+    );
     let segments = payloads(&cloud, "gbt37987/south/up/log");
     assert_eq!(segments.len(), 3);
     assert_eq!(segments[2]["body"]["IsLastedFrame"], 1);
@@ -435,18 +479,39 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     assert_eq!(downloaded["answer"]["msg"], "SetVersionAck", "{downloaded}");
     assert_eq!(downloaded["answer"]["body"]["Status"]["StatusCode"], 0, "{downloaded}");
     assert_eq!(east.firmware(1).unwrap().spare.as_deref(), Some("2.0.0"));
-    let activated = command(&cloud, "east", "fw-2", json!({"action": "firmware_activate", "ver_type": 1})).await;
+    let activated = command(
+        &cloud,
+        "east",
+        "fw-2",
+        json!({"action": "firmware_activate", "ver_type": 1}),
+    )
+    .await;
     assert_eq!(activated["answer"]["body"]["Status"]["StatusCode"], 0, "{activated}");
     assert_eq!(east.firmware(1).unwrap().running, "2.0.0");
-    let query = command(&cloud, "east", "fw-3", json!({"action": "firmware_query", "ver_type": 1})).await;
+    let query = command(
+        &cloud,
+        "east",
+        "fw-3",
+        json!({"action": "firmware_query", "ver_type": 1}),
+    )
+    .await;
     let versions = query["answer"]["body"]["VersionInfo"].as_array().unwrap();
     assert_eq!(versions[0]["VersionData"], hex_string(b"2.0.0"), "{query}");
-    let missing = command(&cloud, "east", "fw-4", json!({"action": "firmware_download", "file": "nope.bin"})).await;
+    let missing = command(
+        &cloud,
+        "east",
+        "fw-4",
+        json!({"action": "firmware_download", "file": "nope.bin"}),
+    )
+    .await;
     assert_eq!(missing["result"], "rejected", "{missing}");
 
     // Management: capabilities, config, diagnostics (VSWR), time sync.
     let caps = command(&cloud, "south", "caps", json!({"action": "get_capabilities"})).await;
-    assert_eq!(caps["answer"]["body"]["GenaralCapabilities"]["ManufacturerName"], "roadedge-sim", "{caps}");
+    assert_eq!(
+        caps["answer"]["body"]["GenaralCapabilities"]["ManufacturerName"], "roadedge-sim",
+        "{caps}"
+    );
     let vswr = command(&cloud, "north", "diag", json!({"action": "diagnostics", "tests": [2]})).await;
     let items = &vswr["answer"]["body"]["DiagnosticTestResultItem"][0]["AntennaVswrResult"];
     assert_eq!(items.as_array().unwrap().len(), 4, "{vswr}");
@@ -454,7 +519,10 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     assert_eq!(synced["answer"]["msg"], "SetDeviceConfigAck", "{synced}");
     assert!(north.time_set().unwrap() > 1_700_000_000);
     let config_answer = command(&cloud, "east", "cfg", json!({"action": "get_config"})).await;
-    assert_eq!(config_answer["answer"]["body"]["Identification"], "simulated reader", "{config_answer}");
+    assert_eq!(
+        config_answer["answer"]["body"]["Identification"], "simulated reader",
+        "{config_answer}"
+    );
     let bad = command(&cloud, "east", "bad", json!({"action": "launch"})).await;
     assert_eq!(bad["result"], "rejected");
 
@@ -491,19 +559,28 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
         })
         .await;
     }
-    wait_until("east re-holds its access rule", || east.access_specs().get(&30) == Some(&true)).await;
+    wait_until("east re-holds its access rule", || {
+        east.access_specs().get(&30) == Some(&true)
+    })
+    .await;
 
     // Commands for an offline reader wait for it.
     north.mute(true);
     let ups = status_count(&cloud, "north", "up");
     wait_until("north down", || edge.readers.reader("north").unwrap().link == "down").await;
     cloud
-        .publish("gbt37987/north/dn", json!({"request_id": "queued", "msg": "GetSelectSpec"}))
+        .publish(
+            "gbt37987/north/dn",
+            json!({"request_id": "queued", "msg": "GetSelectSpec"}),
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     north.mute(false);
     wait_up_count(&cloud, "north", ups + 1).await;
-    let queued = wait_topic(&cloud, "queued command", "gbt37987/north/up/response", |p| p["request_id"] == "queued").await;
+    let queued = wait_topic(&cloud, "queued command", "gbt37987/north/up/response", |p| {
+        p["request_id"] == "queued"
+    })
+    .await;
     assert_eq!(queued["answer"]["msg"], "GetSelectSpecAck", "{queued}");
 
     // Metrics name the readers.
@@ -562,12 +639,22 @@ async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_other
     let stop = CancellationToken::new();
 
     let good = SimReader::spawn(
-        sim_options(b"GOOD0001", Dialect::Hb2017, SimMode::Listen("127.0.0.1:0".parse().unwrap()), 'G'),
+        sim_options(
+            b"GOOD0001",
+            Dialect::Hb2017,
+            SimMode::Listen("127.0.0.1:0".parse().unwrap()),
+            'G',
+        ),
         stop.clone(),
     )
     .await
     .unwrap();
-    let mut staller_options = sim_options(b"STAL0001", Dialect::Gbt37987_2019, SimMode::Listen("127.0.0.1:0".parse().unwrap()), 'T');
+    let mut staller_options = sim_options(
+        b"STAL0001",
+        Dialect::Gbt37987_2019,
+        SimMode::Listen("127.0.0.1:0".parse().unwrap()),
+        'T',
+    );
     staller_options.log_entries = 40;
     let staller = SimReader::spawn(staller_options, stop.clone()).await.unwrap();
     staller.stall_uploads(true);
@@ -585,7 +672,13 @@ async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_other
     let edge = start_edge(&config).await;
     wait_up_count(&cloud, "good", 1).await;
     wait_up_count(&cloud, "staller", 1).await;
-    let set = command(&cloud, "good", "rules", json!({"action": "set_rules", "select_specs": [rule(1)]})).await;
+    let set = command(
+        &cloud,
+        "good",
+        "rules",
+        json!({"action": "set_rules", "select_specs": [rule(1)]}),
+    )
+    .await;
     assert_eq!(set["ok"], true);
     wait_reports(&cloud, "good", &good, 2).await;
 
@@ -608,14 +701,26 @@ async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_other
     // reports keep flowing without a gap.
     let started = Instant::now();
     let before = plate_reports(&cloud, "good", false).len();
-    let stalled = command(&cloud, "staller", "stall", json!({"action": "log_pull", "log": "device"})).await;
+    let stalled = command(
+        &cloud,
+        "staller",
+        "stall",
+        json!({"action": "log_pull", "log": "device"}),
+    )
+    .await;
     assert_eq!(stalled["result"], "rejected", "{stalled}");
-    assert!(stalled["error"].as_str().unwrap().contains("stopped after 1 segment"), "{stalled}");
+    assert!(
+        stalled["error"].as_str().unwrap().contains("stopped after 1 segment"),
+        "{stalled}"
+    );
     let waited = started.elapsed();
     let during = plate_reports(&cloud, "good", false).len() - before;
     // 2 tags every 150 ms: over the ~10 s stall at least a third of that must have arrived.
     let expected = (waited.as_millis() / 150) as usize * 2;
-    assert!(during * 3 >= expected, "{during} tags during {waited:?}, expected about {expected}");
+    assert!(
+        during * 3 >= expected,
+        "{during} tags during {waited:?}, expected about {expected}"
+    );
     // No gap in the good reader's reports while the staller held its upload (edge receive times).
     let times: Vec<i64> = payloads(&cloud, "gbt37987/good/up/report")
         .iter()
@@ -629,9 +734,21 @@ async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_other
     assert_eq!(status_count(&cloud, "good", "down"), 0);
     assert_eq!(status_count(&cloud, "staller", "down"), 0);
     assert_eq!(status_count(&cloud, "noisy", "up"), 0);
-    assert!(edge.metrics.gbt37987.frames_bad.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        edge.metrics
+            .gbt37987
+            .frames_bad
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
     // The staller still answers other commands.
-    let caps = command(&cloud, "staller", "caps", json!({"action": "get_capabilities", "requested_data": 1})).await;
+    let caps = command(
+        &cloud,
+        "staller",
+        "caps",
+        json!({"action": "get_capabilities", "requested_data": 1}),
+    )
+    .await;
     assert_eq!(caps["ok"], true, "{caps}");
     let _ = flood.await;
     edge.stop().await;

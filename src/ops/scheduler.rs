@@ -67,7 +67,9 @@ async fn run_one(job: ScheduledJob, ctx: JobContext, shutdown: CancellationToken
         match outcome {
             Ok(Ok(summary)) => tracing::info!(job = %job.name, "{summary}"),
             Ok(Err(e)) => tracing::warn!(job = %job.name, "failed, runs again at its next tick: {e}"),
-            Err(_) => tracing::warn!(job = %job.name, "still running after {JOB_LIMIT:?}: abandoned until its next tick"),
+            Err(_) => {
+                tracing::warn!(job = %job.name, "still running after {JOB_LIMIT:?}: abandoned until its next tick")
+            }
         }
         // A fire time within the same second would run the job twice.
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -121,7 +123,12 @@ pub async fn execute(job: &ScheduledJob, ctx: &JobContext) -> Result<String, Str
 
 /// Runs `command` on the job's reader, or on every reader (only the connected ones when
 /// `online_only`). Fails when any reader failed, naming them.
-async fn each_reader(job: &ScheduledJob, ctx: &JobContext, online_only: bool, command: serde_json::Value) -> Result<String, String> {
+async fn each_reader(
+    job: &ScheduledJob,
+    ctx: &JobContext,
+    online_only: bool,
+    command: serde_json::Value,
+) -> Result<String, String> {
     let service = ctx.readers.as_ref().ok_or("no `readers` section is configured")?;
     let targets: Vec<String> = match &job.reader {
         Some(r) => vec![r.to_string()],
@@ -187,7 +194,9 @@ mod tests {
             edge_id: "e".into(),
             readers: None,
         };
-        let err = execute(&job("* * * * * *", JobKind::SelectSpec), &ctx).await.unwrap_err();
+        let err = execute(&job("* * * * * *", JobKind::SelectSpec), &ctx)
+            .await
+            .unwrap_err();
         assert!(err.contains("no `readers`"), "{err}");
         let ok = execute(&job("* * * * * *", JobKind::Metrics), &ctx).await.unwrap();
         assert!(ok.starts_with("metrics record"));

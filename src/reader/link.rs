@@ -76,7 +76,9 @@ impl FrameDecoder for LinkDecoder {
 pub enum Framing {
     Tcp,
     /// The edge is the bus master at address 0; the reader is at `address`.
-    Serial { address: u8 },
+    Serial {
+        address: u8,
+    },
 }
 
 impl Framing {
@@ -149,7 +151,12 @@ impl Supervisor {
         }
     }
 
-    async fn dial(&self, addr: SocketAddr, settings: SessionSettings, shutdown: &CancellationToken) -> Result<LinkEnd, String> {
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        settings: SessionSettings,
+        shutdown: &CancellationToken,
+    ) -> Result<LinkEnd, String> {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return Err("shutting down".into()),
             r = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)) => r
@@ -165,7 +172,12 @@ impl Supervisor {
             settings.silence_timeout + Duration::from_secs(1),
             self.deps.metrics.gbt37987.clone(),
         );
-        Ok(run_link(&self.service, io, Framing::Tcp, settings, None, local_ip, shutdown).await)
+        // Dial-in links are counted by the listener; the supervisor counts its own.
+        let connections = &self.deps.metrics.gbt37987.connections;
+        connections.fetch_add(1, Relaxed);
+        let end = run_link(&self.service, io, Framing::Tcp, settings, None, local_ip, shutdown).await;
+        connections.fetch_sub(1, Relaxed);
+        Ok(end)
     }
 
     async fn open_serial(
@@ -193,7 +205,11 @@ impl Supervisor {
             settings.silence_timeout + Duration::from_secs(1),
             self.deps.metrics.gbt37987.clone(),
         );
-        Ok(run_link(&self.service, io, framing, settings, None, None, shutdown).await)
+        let connections = &self.deps.metrics.gbt37987.connections;
+        connections.fetch_add(1, Relaxed);
+        let end = run_link(&self.service, io, framing, settings, None, None, shutdown).await;
+        connections.fetch_sub(1, Relaxed);
+        Ok(end)
     }
 }
 
@@ -390,9 +406,7 @@ async fn run_link<S: ByteStream>(
         bad_logged: 0,
         last_seen_at: None,
     };
-    service.metrics().gbt37987.connections.fetch_add(1, Relaxed);
     let reason = link.run(first, shutdown).await;
-    service.metrics().gbt37987.connections.fetch_sub(1, Relaxed);
     link.end(&reason, shutdown.is_cancelled()).await;
     LinkEnd {
         was_up: link.up_sn.is_some(),
@@ -503,7 +517,10 @@ impl<S: ByteStream> Link<'_, S> {
             .map_err(|e| format!("firmware file `{file}`: {e}"))?
             .len();
         if size > tftp::MAX_FILE {
-            return Err(format!("firmware file `{file}` of {size} bytes exceeds {}", tftp::MAX_FILE));
+            return Err(format!(
+                "firmware file `{file}` of {size} bytes exceeds {}",
+                tftp::MAX_FILE
+            ));
         }
         let socket = tokio::net::UdpSocket::bind((ip, 0))
             .await
@@ -535,7 +552,9 @@ impl<S: ByteStream> Link<'_, S> {
                     self.service.metrics().gbt37987.frames_bad.fetch_add(1, Relaxed);
                     self.log_bad(&reason);
                 }
-                Action::Capabilities(general) => self.service.update_info(&self.reader, |i| i.capabilities = Some(general)),
+                Action::Capabilities(general) => self
+                    .service
+                    .update_info(&self.reader, |i| i.capabilities = Some(general)),
                 Action::Up { device_sn } => {
                     if let Err(e) = self.flush(std::mem::take(&mut batch)).await {
                         close.get_or_insert(e);
@@ -627,7 +646,8 @@ impl<S: ByteStream> Link<'_, S> {
         self.connection = Some(connection);
         self.inputs = Some(rx);
         tracing::info!(reader = %self.reader, device_sn = %hex_string(&sn), dialect = %self.dialect, "reader link up");
-        self.service.set_link(&self.reader, true, "connected", self.dialect, Some(sn));
+        self.service
+            .set_link(&self.reader, true, "connected", self.dialect, Some(sn));
         self.status(true, "connected", Some(sn)).await;
         if let Some(plane) = self.service.plane() {
             if let Err(e) = plane.device_online(Protocol::Gbt37987, &self.reader).await {
@@ -639,10 +659,12 @@ impl<S: ByteStream> Link<'_, S> {
     /// Hands unfinished commands back, leaves the hub, records the link going down.
     async fn end(&mut self, reason: &str, shutting_down: bool) {
         if shutting_down && self.up_sn.is_some() {
-            if let Ok(m) = crate::protocol::gbt37987::builders::disconnect(crate::protocol::gbt37987::builders::Addressing {
-                device_sn: self.session.device_sn(),
-                number: 0,
-            }) {
+            if let Ok(m) =
+                crate::protocol::gbt37987::builders::disconnect(crate::protocol::gbt37987::builders::Addressing {
+                    device_sn: self.session.device_sn(),
+                    number: 0,
+                })
+            {
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.send(&m)).await;
             }
         }
@@ -681,11 +703,13 @@ impl<S: ByteStream> Link<'_, S> {
         self.io.shutdown().await;
         if let Some(sn) = self.up_sn {
             tracing::info!(reader = %self.reader, "reader link down: {reason}");
-            self.service.set_link(&self.reader, false, reason, self.dialect, Some(sn));
+            self.service
+                .set_link(&self.reader, false, reason, self.dialect, Some(sn));
             self.status(false, reason, Some(sn)).await;
         } else {
             tracing::debug!(reader = %self.reader, "link closed before it came up: {reason}");
-            self.service.update_info(&self.reader, |i| i.reason = Some(reason.to_string()));
+            self.service
+                .update_info(&self.reader, |i| i.reason = Some(reason.to_string()));
         }
     }
 }

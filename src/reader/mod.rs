@@ -246,7 +246,11 @@ impl ReaderService {
 
     /// Every known reader (configured ones and those that dialled in), with live counters.
     pub fn readers(&self) -> Vec<ReaderInfo> {
-        let mut list: Vec<ReaderInfo> = self.infos.lock().map(|i| i.values().cloned().collect()).unwrap_or_default();
+        let mut list: Vec<ReaderInfo> = self
+            .infos
+            .lock()
+            .map(|i| i.values().cloned().collect())
+            .unwrap_or_default();
         if let Ok(m) = self.metrics.readers.lock() {
             for info in &mut list {
                 if let Some(state) = m.get(&info.id) {
@@ -294,7 +298,10 @@ impl ReaderService {
                 }
             }
         }
-        match tokio::time::timeout(DIRECT_COMMAND_LIMIT, rx).await.map_err(|_| ReaderError::Timeout)? {
+        match tokio::time::timeout(DIRECT_COMMAND_LIMIT, rx)
+            .await
+            .map_err(|_| ReaderError::Timeout)?
+        {
             Ok(Outcome::Answer(v)) => Ok(v),
             Ok(Outcome::Rejected(r)) => Err(ReaderError::Rejected(r)),
             Ok(Outcome::Timeout) | Ok(Outcome::Expired) => Err(ReaderError::Timeout),
@@ -363,10 +370,14 @@ impl ReaderService {
             HubAction::GetRules => Ok((self.rules(reader).await?.to_json(), None)),
             HubAction::Alarms => {
                 let alarms = self.alarms(reader).await?;
-                Ok((json!({"alarms": alarms.iter().map(db::ActiveAlarm::to_json).collect::<Vec<_>>()}), None))
+                Ok((
+                    json!({"alarms": alarms.iter().map(db::ActiveAlarm::to_json).collect::<Vec<_>>()}),
+                    None,
+                ))
             }
             HubAction::SetRules(rules) => {
-                let summary = json!({"stored": true, "select_specs": rules.select.len(), "access_specs": rules.access.len()});
+                let summary =
+                    json!({"stored": true, "select_specs": rules.select.len(), "access_specs": rules.access.len()});
                 let stored = rules.clone();
                 self.store
                     .write(move |ctx| db::replace_rules(ctx.conn(), &r, &stored, now_ms()))
@@ -381,7 +392,10 @@ impl ReaderService {
                         db::load_rules(ctx.conn(), &r, dialect)
                     })
                     .await?;
-                Ok((json!({"stored": true, "kind": kind.as_str(), "spec_id": id}), Some((rules, Request::Reconcile))))
+                Ok((
+                    json!({"stored": true, "kind": kind.as_str(), "spec_id": id}),
+                    Some((rules, Request::Reconcile)),
+                ))
             }
             HubAction::DeleteRule(kind, id) => {
                 let (existed, rules) = self
@@ -394,7 +408,10 @@ impl ReaderService {
                 if !existed {
                     return Err(ReaderError::Rejected(format!("no {} rule {id}", kind.as_str())));
                 }
-                Ok((json!({"deleted": true, "kind": kind.as_str(), "spec_id": id}), Some((rules, Request::Reconcile))))
+                Ok((
+                    json!({"deleted": true, "kind": kind.as_str(), "spec_id": id}),
+                    Some((rules, Request::Reconcile)),
+                ))
             }
             HubAction::RuleState { spec_id, state } => {
                 let rules = self
@@ -513,7 +530,9 @@ pub(crate) async fn finish(origin: Origin, outcome: Outcome, plane: Option<Arc<C
 fn describe(d: &ReaderDevice) -> (&'static str, String) {
     match &d.link {
         ReaderLink::Tcp(addr) => ("tcp-dial", addr.to_string()),
-        ReaderLink::Serial { port, baud, address } => ("serial", format!("{} {baud} bit/s, address {address}", port.display())),
+        ReaderLink::Serial { port, baud, address } => {
+            ("serial", format!("{} {baud} bit/s, address {address}", port.display()))
+        }
         ReaderLink::DialIn => ("tcp-listen", String::new()),
     }
 }
@@ -536,7 +555,9 @@ impl DeviceGateway for ReaderService {
                 .map_err(|_| command)
             }
             Ok(Command::Hub(action)) => {
-                let Some(service) = self.me.upgrade() else { return Err(command) };
+                let Some(service) = self.me.upgrade() else {
+                    return Err(command);
+                };
                 let reader = command.device.clone();
                 tokio::spawn(async move { service.hub_action(&reader, action, Origin::Plane(command.id)).await });
                 Ok(())

@@ -1513,7 +1513,7 @@ mod tests {
             }
         }
 
-        fn from_reader(&mut self) -> Addressing {
+        fn next_from_reader(&mut self) -> Addressing {
             self.reader_number += 1;
             Addressing {
                 device_sn: SN,
@@ -1529,7 +1529,7 @@ mod tests {
         }
 
         fn connect(&mut self, ms: u64) -> Vec<Action> {
-            let to = self.from_reader();
+            let to = self.next_from_reader();
             let ack = builders::connection_ack(self.dialect, to, 0, 5).unwrap();
             self.feed(&ack, ms)
         }
@@ -1631,7 +1631,7 @@ mod tests {
     #[test]
     fn messages_before_the_acknowledgement_are_dropped_and_a_missing_ack_closes_the_link() {
         let mut rig = Rig::new(Dialect::Hb2017, false, DesiredRules::default());
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         let report = builders::tag_select_access_report(to, &[TagReport::default()]).unwrap();
         let actions = rig.feed(&report, 10);
         assert!(persists(&actions).is_empty());
@@ -1643,7 +1643,7 @@ mod tests {
     #[test]
     fn a_refused_connection_or_a_foreign_serial_number_closes_the_link() {
         let mut rig = Rig::new(Dialect::Gbt37987_2019, false, DesiredRules::default());
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         let refused = builders::connection_ack(Dialect::Gbt37987_2019, to, 2, 0).unwrap();
         assert!(closed(&rig.feed(&refused, 5)).unwrap().contains("status 2"));
 
@@ -1667,7 +1667,7 @@ mod tests {
         assert!(rig.feed(&ack, 1100).is_empty());
         assert_eq!(names(&rig.session.handle_tick(rig.at(2000))), ["Keepalive"]);
         // The reader's own keepalives are answered with their number but are not acks.
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         let theirs = builders::keepalive(to).unwrap();
         let answer = sent(&rig.feed(&theirs, 2500));
         assert_eq!(
@@ -1676,10 +1676,10 @@ mod tests {
         );
         assert_eq!(closed(&rig.session.handle_tick(rig.at(3000))), None);
         assert_eq!(closed(&rig.session.handle_tick(rig.at(3500))), None);
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         rig.feed(&builders::keepalive(to).unwrap(), 3600);
         assert_eq!(closed(&rig.session.handle_tick(rig.at(4000))), None);
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         rig.feed(&builders::keepalive(to).unwrap(), 4100);
         assert_eq!(
             closed(&rig.session.handle_tick(rig.at(5000))).as_deref(),
@@ -1730,7 +1730,7 @@ mod tests {
                 ..TagReport::default()
             },
         ];
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         let report = builders::tag_select_access_report(to, &tags).unwrap();
         let actions = rig.feed(&report, 10);
         let p = persists(&actions);
@@ -1740,7 +1740,7 @@ mod tests {
         );
         assert!(sent(&actions).is_empty());
 
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         let params = vec![status(0, "").unwrap(), tags[0].to_param().unwrap()];
         let cached = Message::named(
             "CachedSelectAccessReport",
@@ -1779,7 +1779,7 @@ mod tests {
                 .unwrap(),
             );
         }
-        let _ = rig.from_reader();
+        let _ = rig.next_from_reader();
         builders::reply_to(
             &request.header,
             Body::new(vec![Value::U16(sequence), Value::U8(last as u8)], params),
@@ -1867,7 +1867,7 @@ mod tests {
         let actions = rig.connect(0);
         rig.settle(actions, 0);
         for id in [1, 2] {
-            let to = rig.from_reader();
+            let to = rig.next_from_reader();
             let alarm = Alarm {
                 alarm_id: id,
                 alarm_code: 1,
@@ -1882,7 +1882,7 @@ mod tests {
             assert!(matches!(&p[0].alarms[0], AlarmChange::Raise(a) if a.alarm_id == id && a.level == 1));
         }
         assert_eq!(rig.session.active_alarms(), 2);
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         let actions = rig.feed(&builders::alarm_restore(to, 1, 0, 5).unwrap(), 20);
         assert_eq!(persists(&actions)[0].alarms, vec![AlarmChange::Restore(1)]);
         // The reader's sync lists nothing: alarm 2 ends too.
@@ -1897,7 +1897,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        let to = rig.from_reader();
+        let to = rig.next_from_reader();
         let actions = rig.feed(&builders::alarm_sync(to, info).unwrap(), 30);
         let p = persists(&actions);
         assert_eq!(p[0].alarms, vec![AlarmChange::Restore(2)]);

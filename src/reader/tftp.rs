@@ -220,7 +220,11 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(got, image, "size {size}");
-            let sent = tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+            let sent = tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             assert_eq!(sent, size as u64);
         }
     }
@@ -238,7 +242,10 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(matches!(err, TftpError::Peer { code: 1, .. }), "{err}");
-        let outcome = tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(outcome, Err(TftpError::NoRequest(_))));
     }
 }

@@ -182,6 +182,8 @@ pub struct Firmware {
 enum Outbound {
     Alarm(Alarm),
     Restore(u32),
+    /// A reply finished in the background (a firmware download).
+    Message(Box<Message>),
 }
 
 /// A segmented upload in progress: the request it answers and what is left.
@@ -341,7 +343,10 @@ impl SimReader {
 
     /// Tag reports sent live (messages, tags).
     pub fn reports_sent(&self) -> (u64, u64) {
-        (self.shared.reports_sent.load(Relaxed), self.shared.tags_sent.load(Relaxed))
+        (
+            self.shared.reports_sent.load(Relaxed),
+            self.shared.tags_sent.load(Relaxed),
+        )
     }
 
     /// Plates of the population.
@@ -594,7 +599,12 @@ impl Decoder {
 }
 
 /// One link to the edge: the reader's side of the protocol until the link drops.
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, mut stream: S, wire: Wire, token: CancellationToken) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    wire: Wire,
+    token: CancellationToken,
+) {
     let options = shared.options.clone();
     let dialect = options.dialect;
     shared.connected.store(true, Relaxed);
@@ -659,7 +669,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, mut 
                 while let Some(frame) = decoder.next(&mut buf) {
                     let Ok(bytes) = frame else { continue };
                     let Ok(message) = Message::decode(&bytes, dialect) else { continue };
-                    let (replies, then_close) = handle(&shared, &message).await;
+                    let (replies, then_close) = handle(&shared, &message);
                     out.extend(replies);
                     close |= then_close;
                 }
@@ -693,9 +703,8 @@ fn outbound(shared: &Shared) -> Vec<Message> {
             let to = next_addressing(shared);
             match o {
                 Outbound::Alarm(a) => builders::alarm_report(to, &a).ok(),
-                Outbound::Restore(id) => {
-                    builders::alarm_restore(to, id, 0, (crate::time::now_ms() / 1000) as u32).ok()
-                }
+                Outbound::Restore(id) => builders::alarm_restore(to, id, 0, (crate::time::now_ms() / 1000) as u32).ok(),
+                Outbound::Message(m) => Some(*m),
             }
         })
         .collect()
@@ -719,7 +728,10 @@ fn run_rules(shared: &Shared, link: Option<()>) -> Vec<Message> {
             if spec.state == SpecState::Active {
                 let stop = spec.param.child("SelectSpecStopTrigger");
                 let kind = stop.and_then(|t| t.field("Type")).and_then(Value::as_u64).unwrap_or(0);
-                let ms = stop.and_then(|t| t.field("DurationValue")).and_then(Value::as_u64).unwrap_or(0);
+                let ms = stop
+                    .and_then(|t| t.field("DurationValue"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
                 if kind == 1 && now.duration_since(spec.since) >= Duration::from_millis(ms) {
                     spec.state = SpecState::Inactive;
                     events.push((1u8, id));
@@ -765,7 +777,12 @@ fn run_rules(shared: &Shared, link: Option<()>) -> Vec<Message> {
     for params in reports {
         let to = next_addressing(shared);
         let count = params.len() as u64;
-        if let Ok(m) = Message::named("TagSelectAccessReport", to.device_sn, to.number, Body::from_params(params)) {
+        if let Ok(m) = Message::named(
+            "TagSelectAccessReport",
+            to.device_sn,
+            to.number,
+            Body::from_params(params),
+        ) {
             shared.reports_sent.fetch_add(1, Relaxed);
             shared.tags_sent.fetch_add(count, Relaxed);
             out.push(m);
@@ -822,13 +839,19 @@ fn run_access_specs(state: &mut State, spec_id: u32, index: usize) -> Vec<Parame
     let mut results = Vec::new();
     let ids: Vec<u32> = state.access.keys().copied().collect();
     for id in ids {
-        let Some(access) = state.access.get(&id).cloned() else { continue };
+        let Some(access) = state.access.get(&id).cloned() else {
+            continue;
+        };
         let bound = access.param.field("SelectSpecID").and_then(Value::as_u64).unwrap_or(0);
         if !access.enabled || (bound != 0 && bound != u64::from(spec_id)) {
             continue;
         }
-        let Some(command) = access.param.child("AccessCommand") else { continue };
-        let Some(tag) = state.tags.get(index).cloned() else { continue };
+        let Some(command) = access.param.child("AccessCommand") else {
+            continue;
+        };
+        let Some(tag) = state.tags.get(index).cloned() else {
+            continue;
+        };
         let matches = command
             .child("HbMatchSpec")
             .map(|m| m.params().iter().all(|target| target_matches(target, &tag.tid)))
@@ -841,7 +864,10 @@ fn run_access_specs(state: &mut State, spec_id: u32, index: usize) -> Vec<Parame
                 Some("HbReadSpec") => {
                     let op_id = op.field("OpSpecID").and_then(Value::as_u64).unwrap_or(0) as u16;
                     let bank = op.child("MemoryBank");
-                    let pointer = bank.and_then(|b| b.field("Pointer")).and_then(Value::as_u64).unwrap_or(0) as usize;
+                    let pointer = bank
+                        .and_then(|b| b.field("Pointer"))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0) as usize;
                     let count = bank.and_then(|b| b.field("Count")).and_then(Value::as_u64).unwrap_or(0) as usize;
                     let words: Vec<u16> = tag.user.iter().skip(pointer).take(count).copied().collect();
                     results.extend(Parameter::named(
@@ -890,10 +916,10 @@ fn target_matches(target: &Parameter, tid: &[u8]) -> bool {
     };
     let (mask, data) = (bits("TagMask"), bits("TagData"));
     let inverse = target.field("Flags").and_then(Value::as_u64).unwrap_or(0) & 0x80 != 0;
-    let equal = data
-        .iter()
-        .enumerate()
-        .all(|(i, d)| tid.get(i).is_some_and(|t| t & mask.get(i).copied().unwrap_or(0xFF) == d & mask.get(i).copied().unwrap_or(0xFF)));
+    let equal = data.iter().enumerate().all(|(i, d)| {
+        tid.get(i)
+            .is_some_and(|t| t & mask.get(i).copied().unwrap_or(0xFF) == d & mask.get(i).copied().unwrap_or(0xFF))
+    });
     equal != inverse
 }
 
@@ -910,7 +936,7 @@ fn status_param() -> Vec<Parameter> {
 }
 
 /// The reader's answer to one message from the edge, and whether to close the link after it.
-async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
+fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
     let h = &m.header;
     let id_field = |name: &str| m.field(name).and_then(Value::as_u64).unwrap_or(0) as u32;
     let reply = |body: Body| builders::reply_to(h, body).into_iter().collect::<Vec<_>>();
@@ -953,7 +979,10 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
         }
         "GetDeviceConfig" => {
             let mut params = status_param();
-            params.extend(Parameter::single("Identification", Value::Text(b"simulated reader".to_vec())));
+            params.extend(Parameter::single(
+                "Identification",
+                Value::Text(b"simulated reader".to_vec()),
+            ));
             for antenna in 1..=4u8 {
                 params.extend(Parameter::named(
                     "AntennaProperties",
@@ -1032,7 +1061,10 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
                         Err(e) => Err(e.to_string()),
                         Ok(mut to) => {
                             // An Immediate (or Periodic) start trigger runs the spec as soon as it is enabled.
-                            if event == SpecEvent::Enable && to == SpecState::Inactive && matches!(rules::start_trigger(&spec.param), 1 | 2) {
+                            if event == SpecEvent::Enable
+                                && to == SpecState::Inactive
+                                && matches!(rules::start_trigger(&spec.param), 1 | 2)
+                            {
                                 to = SpecState::Active;
                             }
                             if to == SpecState::Active && spec.state != SpecState::Active {
@@ -1062,7 +1094,11 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
         "GetSelectSpec" => {
             let mut params = status_param();
             let s = lock(shared);
-            params.extend(s.specs.values().map(|spec| rules::with_select_state(&spec.param, spec.state)));
+            params.extend(
+                s.specs
+                    .values()
+                    .map(|spec| rules::with_select_state(&spec.param, spec.state)),
+            );
             drop(s);
             reply(Body::from_params(params))
         }
@@ -1123,13 +1159,21 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
         "GetAccessSpec" => {
             let mut params = status_param();
             let s = lock(shared);
-            params.extend(s.access.values().map(|a| rules::with_access_enabled(&a.param, a.enabled)));
+            params.extend(
+                s.access
+                    .values()
+                    .map(|a| rules::with_access_enabled(&a.param, a.enabled)),
+            );
             drop(s);
             reply(Body::from_params(params))
         }
         "DeviceLogCount" | "TagLogCount" => {
             let s = lock(shared);
-            let n = if name == "DeviceLogCount" { s.device_log.len() } else { s.tag_log.len() };
+            let n = if name == "DeviceLogCount" {
+                s.device_log.len()
+            } else {
+                s.tag_log.len()
+            };
             drop(s);
             reply(Body::new(vec![Value::U32(n as u32)], status_param()))
         }
@@ -1144,7 +1188,11 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
             ok_reply(h)
         }
         "UploadDeviceLog" | "UploadTagLog" => {
-            let kind = if name == "UploadDeviceLog" { UploadKind::DeviceLog } else { UploadKind::TagLog };
+            let kind = if name == "UploadDeviceLog" {
+                UploadKind::DeviceLog
+            } else {
+                UploadKind::TagLog
+            };
             lock(shared).upload = Some(Upload {
                 request: *h,
                 kind,
@@ -1187,7 +1235,13 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
             let ids: Vec<u32> = active.iter().map(|a| a.alarm_id).collect();
             let info = Parameter::named(
                 "AlarmSyncInfo",
-                Body::from_fields(vec![Value::U32(seq), Value::U8(1), Value::U16(1), Value::U16(1), Value::Dwords(ids)]),
+                Body::from_fields(vec![
+                    Value::U32(seq),
+                    Value::U8(1),
+                    Value::U16(1),
+                    Value::U16(1),
+                    Value::Dwords(ids),
+                ]),
             );
             if let Ok(info) = info {
                 let to = next_addressing(shared);
@@ -1211,16 +1265,26 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
             }
         }
         "SetVersion" => {
+            // The download runs beside the link (keepalives go on); the answer follows it.
             let ver_type = m.field("VerType").and_then(Value::as_u64).unwrap_or(1) as u8;
-            match download(m).await {
-                Ok(version) => {
-                    if let Some(fw) = lock(shared).firmware.get_mut(&ver_type) {
-                        fw.spare = Some(version);
+            let (shared, request) = (shared.clone(), m.clone());
+            tokio::spawn(async move {
+                let reply = match download(&request).await {
+                    Ok(version) => {
+                        if let Some(fw) = lock(&shared).firmware.get_mut(&ver_type) {
+                            fw.spare = Some(version);
+                        }
+                        ok_reply(&request.header)
                     }
-                    ok_reply(h)
-                }
-                Err(e) => error_reply(h, 401, &e),
-            }
+                    Err(e) => error_reply(&request.header, 401, &e),
+                };
+                let mut s = lock(&shared);
+                s.outbound
+                    .extend(reply.into_iter().map(|m| Outbound::Message(Box::new(m))));
+                drop(s);
+                shared.wake.notify_one();
+            });
+            Vec::new()
         }
         "ActiveVersion" | "UnActiveVersion" => {
             let ver_type = m.field("VerType").and_then(Value::as_u64).unwrap_or(1) as u8;
@@ -1261,7 +1325,11 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
                         0,
                         (1..=4u8)
                             .filter_map(|a| {
-                                Parameter::named("AntennaConnectionResult", Body::from_fields(vec![Value::U8(a), Value::U8(0x80)])).ok()
+                                Parameter::named(
+                                    "AntennaConnectionResult",
+                                    Body::from_fields(vec![Value::U8(a), Value::U8(0x80)]),
+                                )
+                                .ok()
                             })
                             .collect(),
                     ),
@@ -1278,10 +1346,10 @@ async fn handle(shared: &Arc<Shared>, m: &Message) -> (Vec<Message>, bool) {
             let mut s = lock(shared);
             s.resets += 1;
             // A reboot keeps only the rules marked persistent.
-            s.specs.retain(|_, spec| {
-                spec.param.field("Flags").and_then(Value::as_u64).unwrap_or(0) & 0x80 != 0
-            });
-            s.access.retain(|_, a| a.param.field("Flags").and_then(Value::as_u64).unwrap_or(0) & 0x40 != 0);
+            s.specs
+                .retain(|_, spec| spec.param.field("Flags").and_then(Value::as_u64).unwrap_or(0) & 0x80 != 0);
+            s.access
+                .retain(|_, a| a.param.field("Flags").and_then(Value::as_u64).unwrap_or(0) & 0x40 != 0);
             drop(s);
             return (ok_reply(h), true);
         }
@@ -1388,7 +1456,9 @@ fn next_segment(shared: &Shared, m: &Message) -> Vec<Message> {
 fn segment(shared: &Shared) -> Vec<Message> {
     let size = shared.options.segment_size.max(1);
     let mut s = lock(shared);
-    let Some(upload) = s.upload.as_mut() else { return Vec::new() };
+    let Some(upload) = s.upload.as_mut() else {
+        return Vec::new();
+    };
     let sequence = upload.next_sequence;
     let kind = upload.kind;
     let request = upload.request;
@@ -1410,8 +1480,15 @@ fn segment(shared: &Shared) -> Vec<Message> {
                     Parameter::named(
                         "DeviceLog",
                         Body::new(
-                            vec![Value::U64(e.sequence), Value::U8(e.kind), Value::U32(e.code), Value::Text(e.text.as_bytes().to_vec())],
-                            Parameter::single("UTCTimestamp", Value::U64(e.at_us)).into_iter().collect(),
+                            vec![
+                                Value::U64(e.sequence),
+                                Value::U8(e.kind),
+                                Value::U32(e.code),
+                                Value::Text(e.text.as_bytes().to_vec()),
+                            ],
+                            Parameter::single("UTCTimestamp", Value::U64(e.at_us))
+                                .into_iter()
+                                .collect(),
                         ),
                     )
                     .ok()
@@ -1429,8 +1506,15 @@ fn segment(shared: &Shared) -> Vec<Message> {
                     Parameter::named(
                         "TagLog",
                         Body::new(
-                            vec![Value::U64(e.sequence), Value::Bytes(e.tid.clone()), Value::Bytes(e.tid.clone()), Value::U32(1)],
-                            Parameter::single("UTCTimestamp", Value::U64(e.at_us)).into_iter().collect(),
+                            vec![
+                                Value::U64(e.sequence),
+                                Value::Bytes(e.tid.clone()),
+                                Value::Bytes(e.tid.clone()),
+                                Value::U32(1),
+                            ],
+                            Parameter::single("UTCTimestamp", Value::U64(e.at_us))
+                                .into_iter()
+                                .collect(),
                         ),
                     )
                     .ok()
@@ -1450,7 +1534,11 @@ fn segment(shared: &Shared) -> Vec<Message> {
         UploadKind::DeviceLog => "UploadDeviceLogAck",
         UploadKind::TagLog => "UploadTagLogAck",
     };
-    let number = if kind == UploadKind::Cached { next_addressing(shared).number } else { request.number };
+    let number = if kind == UploadKind::Cached {
+        next_addressing(shared).number
+    } else {
+        request.number
+    };
     Message::named(
         code,
         shared.options.sn,
@@ -1463,7 +1551,11 @@ fn segment(shared: &Shared) -> Vec<Message> {
 
 /// Runs `count` simulated readers (the CLI): in listen mode on consecutive ports from
 /// `mode`'s port, in dial mode all dialling the same address with consecutive serial numbers.
-pub async fn run_many(base: SimReaderOptions, count: usize, shutdown: CancellationToken) -> anyhow::Result<Vec<SimReader>> {
+pub async fn run_many(
+    base: SimReaderOptions,
+    count: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<SimReader>> {
     let mut readers = Vec::with_capacity(count);
     for i in 0..count {
         let mut options = base.clone();
@@ -1573,8 +1665,14 @@ pub async fn run_cli(args: ReaderSimArgs) -> anyhow::Result<()> {
     let readers = run_many(options, args.count, shutdown.clone()).await?;
     for r in &readers {
         match r.local_addr {
-            Some(addr) => println!("reader {} ({dialect}) listening on {addr}", crate::protocol::gbt37987::model::hex_string(&r.sn())),
-            None => println!("reader {} ({dialect}) started", crate::protocol::gbt37987::model::hex_string(&r.sn())),
+            Some(addr) => println!(
+                "reader {} ({dialect}) listening on {addr}",
+                crate::protocol::gbt37987::model::hex_string(&r.sn())
+            ),
+            None => println!(
+                "reader {} ({dialect}) started",
+                crate::protocol::gbt37987::model::hex_string(&r.sn())
+            ),
         }
     }
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -1590,7 +1688,10 @@ pub async fn run_cli(args: ReaderSimArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let (reports, tags) = readers.iter().map(SimReader::reports_sent).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (reports, tags) = readers
+        .iter()
+        .map(SimReader::reports_sent)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     println!("stopped: {reports} reports ({tags} tags) sent");
     for r in readers {
         r.stop().await;
@@ -1615,8 +1716,18 @@ pub async fn demo_readers(shutdown: CancellationToken) -> anyhow::Result<DemoRea
     let listen_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut readers = Vec::new();
     for (sn, dialect, mode, plate) in [
-        (*b"DEMO0001", Dialect::Hb2017, SimMode::Listen("127.0.0.1:0".parse()?), 'N'),
-        (*b"DEMO0002", Dialect::Gbt37987_2019, SimMode::Listen("127.0.0.1:0".parse()?), 'S'),
+        (
+            *b"DEMO0001",
+            Dialect::Hb2017,
+            SimMode::Listen("127.0.0.1:0".parse()?),
+            'N',
+        ),
+        (
+            *b"DEMO0002",
+            Dialect::Gbt37987_2019,
+            SimMode::Listen("127.0.0.1:0".parse()?),
+            'S',
+        ),
         (
             *b"DEMO0003",
             Dialect::Gbt37987_2019,
