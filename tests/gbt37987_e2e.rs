@@ -523,6 +523,29 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
         config_answer["answer"]["body"]["Identification"], "simulated reader",
         "{config_answer}"
     );
+    let set = command(
+        &cloud,
+        "east",
+        "cfg-set",
+        json!({"action": "set_config", "body": {"ResetToFactoryDefault": false, "Identification": "gantry east"}}),
+    )
+    .await;
+    assert_eq!(set["answer"]["body"]["Status"]["StatusCode"], 0, "{set}");
+    let count = command(&cloud, "south", "log-count", json!({"action": "log_count"})).await;
+    assert_eq!(count["answer"]["body"]["LogCount"], 10, "{count}");
+    let cleared = command(&cloud, "south", "log-clear", json!({"action": "log_clear"})).await;
+    assert_eq!(cleared["answer"]["msg"], "ClearDeviceLogAck", "{cleared}");
+    let count = command(&cloud, "south", "log-count-2", json!({"action": "log_count"})).await;
+    assert_eq!(count["answer"]["body"]["LogCount"], 0, "{count}");
+    let back = command(
+        &cloud,
+        "east",
+        "fw-5",
+        json!({"action": "firmware_deactivate", "ver_type": 1}),
+    )
+    .await;
+    assert_eq!(back["answer"]["body"]["Status"]["StatusCode"], 0, "{back}");
+    assert_eq!(east.firmware(1).unwrap().running, "sim-1.1.0");
     let bad = command(&cloud, "east", "bad", json!({"action": "launch"})).await;
     assert_eq!(bad["result"], "rejected");
 
@@ -751,6 +774,81 @@ async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_other
     .await;
     assert_eq!(caps["ok"], true, "{caps}");
     let _ = flood.await;
+    edge.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_jobs_sync_the_clock_pull_logs_and_open_and_close_rule_windows() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let broker = Mosquitto::start(dir.path(), &pki);
+    let cloud = Cloud::connect(broker.port, &pki, "cloud-schedule").await;
+    let stop = CancellationToken::new();
+    let sim = SimReader::spawn(
+        sim_options(
+            b"CRON0001",
+            Dialect::Hb2017,
+            SimMode::Listen("127.0.0.1:0".parse().unwrap()),
+            'C',
+        ),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let config = write_config(dir.path(), &pki, &broker.url(), "", "256MiB");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "readers:\n  keepalive_interval: 500ms\n  devices:\n    - {{id: gate, tcp: '{}', dialect: hb-2017}}\n",
+        sim.local_addr.unwrap()
+    ));
+    text.push_str(concat!(
+        "schedule:\n",
+        "  - {name: clock, cron: '* * * * * *', job: reader_time_sync}\n",
+        "  - {name: logs, cron: '*/2 * * * * *', job: reader_log_pull, reader: gate}\n",
+        "  - {name: window-off, cron: '* * * * * *', job: select_spec, reader: gate, spec_id: 4, action: stop}\n",
+        "  - {name: extra-metrics, cron: '* * * * * *', job: metrics}\n",
+        "  - {name: tidy, cron: '* * * * * *', job: retention}\n",
+    ));
+    std::fs::write(&config, text).unwrap();
+    let edge = start_edge(&config).await;
+    wait_up_count(&cloud, "gate", 1).await;
+
+    // A rule that the window job keeps closed: stored active, stopped by the schedule.
+    let set = command(
+        &cloud,
+        "gate",
+        "rules",
+        json!({"action": "set_rules", "select_specs": [rule(4)]}),
+    )
+    .await;
+    assert_eq!(set["ok"], true, "{set}");
+    wait_until("the clock is set", || sim.time_set().is_some()).await;
+    wait_until("the window job stops rule 4", || {
+        sim.select_specs().get(&4) == Some(&SpecState::Inactive)
+    })
+    .await;
+    let rules = edge.readers.rules("gate").await.unwrap();
+    assert_eq!(rules.to_json()["select_specs"][0]["CurrentState"], 1);
+    // Device and tag logs pulled in segments by the job.
+    cloud
+        .wait_for("device and tag log segments", LIMIT, |msgs| {
+            let logs: Vec<&str> = msgs
+                .iter()
+                .filter(|m| m.topic == "gbt37987/gate/up/log")
+                .filter_map(|m| m.payload["msg"].as_str())
+                .collect();
+            logs.contains(&"UploadDeviceLogAck") && logs.contains(&"UploadTagLogAck")
+        })
+        .await;
+    // The extra metrics record goes through the outbox.
+    cloud
+        .wait_for("a scheduled metrics record", LIMIT, |msgs| {
+            msgs.iter()
+                .any(|m| m.topic == "edge/cab-1/metrics" && m.payload["edge"]["seq"].is_number())
+        })
+        .await;
     edge.stop().await;
     stop.cancel();
 }

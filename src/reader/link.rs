@@ -552,6 +552,7 @@ impl<S: ByteStream> Link<'_, S> {
                     self.service.metrics().gbt37987.frames_bad.fetch_add(1, Relaxed);
                     self.log_bad(&reason);
                 }
+                Action::Log(text) => tracing::warn!(reader = %self.reader, "{text}"),
                 Action::Capabilities(general) => self
                     .service
                     .update_info(&self.reader, |i| i.capabilities = Some(general)),

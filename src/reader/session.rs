@@ -94,6 +94,8 @@ pub enum Action {
     Complete { token: Token, outcome: Outcome },
     /// An unusable frame (counted and logged by the shell).
     Bad(String),
+    /// Something worth a warning that is not a bad frame (e.g. connect-time work that failed).
+    Log(String),
     /// The reader's general capabilities (for the service's reader list).
     Capabilities(Json),
 }
@@ -210,7 +212,7 @@ impl Ctx<'_> {
         match message {
             Ok(m) => Some(Outgoing::new(m, self.settings.request_timeout)),
             Err(e) => {
-                self.actions.push(Action::Bad(format!("code table: {e}")));
+                self.actions.push(Action::Log(format!("code table: {e}")));
                 None
             }
         }
@@ -854,7 +856,7 @@ impl Session {
                     if let Some(token) = job.token {
                         actions.push(Action::Complete { token, outcome });
                     } else if let Outcome::Rejected(reason) | Outcome::Answer(Json::String(reason)) = &outcome {
-                        actions.push(Action::Bad(format!("connect-time work: {reason}")));
+                        actions.push(Action::Log(format!("connect-time work: {reason}")));
                     }
                 }
             }
@@ -871,7 +873,7 @@ impl Session {
                 if let Some(token) = job.token {
                     actions.push(Action::Complete { token, outcome });
                 } else {
-                    actions.push(Action::Bad(format!("connect-time {}: no answer", current.label)));
+                    actions.push(Action::Log(format!("connect-time {}: no answer", current.label)));
                 }
             }
             // The job goes on with its next step.
@@ -1032,7 +1034,7 @@ impl Session {
             self.alarms.insert(id);
             alarms.push(AlarmChange::Raise(alarm));
         } else {
-            actions.push(Action::Bad(format!(
+            actions.push(Action::Log(format!(
                 "alarm {id} not tracked: {MAX_SYNC_IDS} alarms already active"
             )));
         }
@@ -1935,6 +1937,26 @@ mod tests {
                 outcome: Outcome::Rejected(_)
             }
         ));
+    }
+
+    #[test]
+    fn a_reader_announcing_a_fresh_start_gets_its_rules_again() {
+        let mut rig = Rig::new(Dialect::Gbt37987_2019, true, one_rule());
+        let first = rig.session.start(rig.at(0));
+        let probe = sent(&first).remove(0);
+        let mut ack = builders::reply_to(&probe.header, Body::default()).unwrap();
+        ack.header.device_sn = SN;
+        let actions = rig.feed(&ack, 10);
+        rig.settle(actions, 10);
+        assert_eq!(rig.session.spec_states().get(&7), Some(&SpecState::Active));
+        // The reader rebooted on its serial line: the link never dropped, but it says so.
+        let actions = rig.connect(100);
+        assert_eq!(persists(&actions).len(), 1);
+        let again = rig.settle(actions, 110);
+        assert_eq!(
+            &again[..3],
+            ["GetAccessSpec", "GetSelectSpec", "AddSelectSpec"].map(String::from)
+        );
     }
 
     #[test]
