@@ -121,6 +121,7 @@ impl Supervisor {
         let id = self.device.id.to_string();
         let dialect = dialect_of(self.device.dialect);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut last_error: Option<String> = None;
         loop {
             let mut settings = SessionSettings::new(&id, dialect, self.keepalive);
             settings.expected_sn = self.device.sn;
@@ -133,11 +134,18 @@ impl Supervisor {
                 ReaderLink::DialIn => return,
             };
             match attempt {
-                Ok(end) if end.was_up => backoff.reset(),
+                Ok(end) if end.was_up => {
+                    backoff.reset();
+                    last_error = None;
+                }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::debug!(reader = %id, "link attempt failed: {e}");
-                    self.service.update_info(&id, |i| i.reason = Some(e));
+                    // Logged when the failure changes, not at every retry.
+                    if last_error.as_deref() != Some(e.as_str()) {
+                        tracing::warn!(reader = %id, "link attempt failed (retrying with backoff): {e}");
+                    }
+                    self.service.update_info(&id, |i| i.reason = Some(e.clone()));
+                    last_error = Some(e);
                 }
             }
             if shutdown.is_cancelled() {
@@ -353,8 +361,12 @@ struct Link<'a, S> {
     inputs: Option<mpsc::Receiver<LinkInput>>,
     connection: Option<u64>,
     up_sn: Option<[u8; 8]>,
+    /// Cancelled when a newer link takes this reader's id.
+    replaced: CancellationToken,
     bad_logged: u64,
     last_seen_at: Option<Instant>,
+    /// Spec states last shown in the reader list (updated only when they change).
+    shown_specs: std::collections::BTreeMap<u32, super::rules::SpecState>,
 }
 
 async fn recv(inputs: &mut Option<mpsc::Receiver<LinkInput>>) -> Option<LinkInput> {
@@ -403,8 +415,10 @@ async fn run_link<S: ByteStream>(
         inputs: None,
         connection: None,
         up_sn: None,
+        replaced: CancellationToken::new(),
         bad_logged: 0,
         last_seen_at: None,
+        shown_specs: std::collections::BTreeMap::new(),
     };
     let reason = link.run(first, shutdown).await;
     link.end(&reason, shutdown.is_cancelled()).await;
@@ -427,11 +441,12 @@ impl<S: ByteStream> Link<'_, S> {
             }
             actions = tokio::select! {
                 _ = shutdown.cancelled() => return "edge shutting down".into(),
+                _ = self.replaced.cancelled() => return "replaced by a new connection".into(),
                 input = recv(&mut self.inputs) => match input {
                     Some(LinkInput::Command { origin, request }) => self.command(origin, request).await,
-                    Some(LinkInput::Desired(rules)) => {
-                        self.session.set_desired(rules);
-                        Vec::new()
+                    Some(LinkInput::Rules { origin, desired, request }) => {
+                        self.session.set_desired(desired);
+                        self.command(origin, request).await
                     }
                     Some(LinkInput::Close(reason)) => return reason,
                     None => Vec::new(),
@@ -578,14 +593,15 @@ impl<S: ByteStream> Link<'_, S> {
         if let Err(e) = self.flush(batch).await {
             close.get_or_insert(e);
         }
-        self.service.update_info(&self.reader, |i| {
-            i.select_specs = self
-                .session
-                .spec_states()
+        if self.session.spec_states() != &self.shown_specs {
+            self.shown_specs = self.session.spec_states().clone();
+            let shown: std::collections::BTreeMap<u32, String> = self
+                .shown_specs
                 .iter()
                 .map(|(id, s)| (*id, s.name().to_string()))
                 .collect();
-        });
+            self.service.update_info(&self.reader, |i| i.select_specs = shown);
+        }
         close
     }
 
@@ -643,9 +659,10 @@ impl<S: ByteStream> Link<'_, S> {
 
     async fn up(&mut self, sn: [u8; 8]) {
         self.up_sn = Some(sn);
-        let (connection, rx) = self.service.claim(&self.reader);
+        let (connection, rx, replaced) = self.service.claim(&self.reader);
         self.connection = Some(connection);
         self.inputs = Some(rx);
+        self.replaced = replaced;
         tracing::info!(reader = %self.reader, device_sn = %hex_string(&sn), dialect = %self.dialect, "reader link up");
         self.service
             .set_link(&self.reader, true, "connected", self.dialect, Some(sn));
@@ -682,7 +699,7 @@ impl<S: ByteStream> Link<'_, S> {
         if let Some(mut rx) = self.inputs.take() {
             rx.close();
             while let Ok(input) = rx.try_recv() {
-                if let LinkInput::Command { origin, .. } = input {
+                if let LinkInput::Command { origin, .. } | LinkInput::Rules { origin, .. } = input {
                     unfinished.push(origin);
                 }
             }

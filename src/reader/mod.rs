@@ -41,8 +41,12 @@ use rules::{DesiredRules, RuleKind};
 pub(crate) enum LinkInput {
     /// Run a request; its outcome goes to `origin`.
     Command { origin: Origin, request: Request },
-    /// New desired rules (a reconcile command usually follows).
-    Desired(DesiredRules),
+    /// New desired rules, then a request that applies them (one input, so neither goes alone).
+    Rules {
+        origin: Origin,
+        desired: DesiredRules,
+        request: Request,
+    },
     /// Close the link (e.g. a forced reconnect from the web page).
     Close(String),
 }
@@ -63,6 +67,8 @@ const LINK_QUEUE: usize = 64;
 struct LinkEntry {
     connection: u64,
     tx: mpsc::Sender<LinkInput>,
+    /// Cancelled when a newer link claims the same reader (works even with a full channel).
+    replaced: CancellationToken,
 }
 
 /// What the service shows about one reader (the web page's reader list).
@@ -338,14 +344,16 @@ impl ReaderService {
             Some((desired, request)) => {
                 let tx = self.links.lock().ok().and_then(|l| l.get(reader).map(|e| e.tx.clone()));
                 let queued = match tx {
-                    Some(tx) => {
-                        let _ = tx.try_send(LinkInput::Desired(desired));
-                        tx.try_send(LinkInput::Command { origin, request })
-                            .map_err(|e| match e.into_inner() {
-                                LinkInput::Command { origin, .. } => origin,
-                                _ => Origin::Nobody(String::new()),
-                            })
-                    }
+                    Some(tx) => tx
+                        .try_send(LinkInput::Rules {
+                            origin,
+                            desired,
+                            request,
+                        })
+                        .map_err(|e| match e.into_inner() {
+                            LinkInput::Rules { origin, .. } | LinkInput::Command { origin, .. } => origin,
+                            LinkInput::Close(_) => Origin::Nobody(String::new()),
+                        }),
                     None => Err(origin),
                 };
                 if let Err(origin) = queued {
@@ -437,19 +445,25 @@ impl ReaderService {
     }
 
     /// Claims `reader` for a new live link, replacing (closing) an older one.
-    pub(crate) fn claim(&self, reader: &str) -> (u64, mpsc::Receiver<LinkInput>) {
+    pub(crate) fn claim(&self, reader: &str) -> (u64, mpsc::Receiver<LinkInput>, CancellationToken) {
         let connection = self.next_connection.fetch_add(1, Relaxed);
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let replaced = CancellationToken::new();
+        let entry = LinkEntry {
+            connection,
+            tx,
+            replaced: replaced.clone(),
+        };
         let old = self
             .links
             .lock()
             .ok()
-            .and_then(|mut l| l.insert(reader.to_string(), LinkEntry { connection, tx }));
+            .and_then(|mut l| l.insert(reader.to_string(), entry));
         if let Some(old) = old {
             tracing::info!(reader, "a new link replaces the previous one");
-            let _ = old.tx.try_send(LinkInput::Close("replaced by a new connection".into()));
+            old.replaced.cancel();
         }
-        (connection, rx)
+        (connection, rx, replaced)
     }
 
     /// Forgets `reader`'s link if `connection` still holds it.

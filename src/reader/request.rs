@@ -2,7 +2,9 @@
 //! into what the hub or the reader's link executes.
 //!
 //! Two forms: a raw message `{"request_id","msg":"AddSelectSpec","body":{...}}` (codec JSON), or a
-//! high-level action `{"request_id","action":"set_rules",...}`:
+//! high-level action `{"request_id","action":"set_rules",...}`. A raw message changes the reader
+//! only: the desired rules the edge keeps are changed by the rule actions, and the next
+//! reconciliation (after any reconnect, or `reconcile`) brings the reader back to them.
 //!
 //! | action | members | done by |
 //! |---|---|---|
