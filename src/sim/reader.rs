@@ -232,6 +232,8 @@ struct Shared {
     mute: AtomicBool,
     offline: AtomicBool,
     connected: AtomicBool,
+    /// Number of the current connection.
+    generation: AtomicU64,
     connection: Mutex<Option<CancellationToken>>,
     reports_sent: AtomicU64,
     tags_sent: AtomicU64,
@@ -297,6 +299,7 @@ impl SimReader {
             mute: AtomicBool::new(false),
             offline: AtomicBool::new(false),
             connected: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             connection: Mutex::new(None),
             reports_sent: AtomicU64::new(0),
             tags_sent: AtomicU64::new(0),
@@ -485,8 +488,11 @@ async fn listen_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener, shu
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = clock.tick(), if !shared.connected.load(Relaxed) => {
-                run_rules(&shared, None);
+            _ = clock.tick() => {
+                // While no link is up the rules go on and their reports go to the cache.
+                if !shared.connected.load(Relaxed) {
+                    run_rules(&shared, None);
+                }
             }
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
@@ -495,22 +501,26 @@ async fn listen_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener, shu
                 }
                 let _ = stream.set_nodelay(true);
                 // A new connection replaces the current one.
-                let token = replace_connection(&shared, &shutdown);
+                let (token, generation) = replace_connection(&shared, &shutdown);
                 let s = shared.clone();
-                tokio::spawn(async move { connection(s, stream, Wire::Tcp, token).await });
+                tokio::spawn(async move { connection(s, stream, Wire::Tcp, token, generation).await });
             }
         }
     }
 }
 
-fn replace_connection(shared: &Shared, shutdown: &CancellationToken) -> CancellationToken {
+/// Makes a new connection the current one (closing the previous); marks the reader connected
+/// before the connection's task runs, so no report slips into the cache meanwhile.
+fn replace_connection(shared: &Shared, shutdown: &CancellationToken) -> (CancellationToken, u64) {
     let token = shutdown.child_token();
+    let generation = shared.generation.fetch_add(1, Relaxed) + 1;
+    shared.connected.store(true, Relaxed);
     if let Ok(mut c) = shared.connection.lock() {
         if let Some(old) = c.replace(token.clone()) {
             old.cancel();
         }
     }
-    token
+    (token, generation)
 }
 
 async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr, shutdown: CancellationToken) {
@@ -527,8 +537,8 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr, shutdown: Cancellation
         match connected {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                let token = replace_connection(&shared, &shutdown);
-                connection(shared.clone(), stream, Wire::Tcp, token).await;
+                let (token, generation) = replace_connection(&shared, &shutdown);
+                connection(shared.clone(), stream, Wire::Tcp, token, generation).await;
             }
             Err(_) => {
                 run_rules(&shared, None);
@@ -554,8 +564,8 @@ async fn serial_loop(shared: Arc<Shared>, path: PathBuf, baud: u32, address: u8,
         let port = tokio_serial::new(path.to_string_lossy(), baud).open_native_async();
         match port {
             Ok(port) => {
-                let token = replace_connection(&shared, &shutdown);
-                connection(shared.clone(), port, Wire::Serial { address }, token).await;
+                let (token, generation) = replace_connection(&shared, &shutdown);
+                connection(shared.clone(), port, Wire::Serial { address }, token, generation).await;
             }
             Err(e) => tracing::debug!("sim reader: opening {}: {e}", path.display()),
         }
@@ -604,10 +614,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     wire: Wire,
     token: CancellationToken,
+    generation: u64,
 ) {
     let options = shared.options.clone();
     let dialect = options.dialect;
-    shared.connected.store(true, Relaxed);
     shared.connections.fetch_add(1, Relaxed);
     let mut decoder = match wire {
         Wire::Tcp => Decoder::Tcp(TcpFrameDecoder::new()),
@@ -677,9 +687,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-    shared.connected.store(false, Relaxed);
-    // A cut link ends any upload in progress (the edge asks again).
-    lock(&shared).upload = None;
+    // Unless a newer connection took over already: then its state stays.
+    if shared.generation.load(Relaxed) == generation {
+        shared.connected.store(false, Relaxed);
+        // A cut link ends any upload in progress (the edge asks again).
+        lock(&shared).upload = None;
+    }
 }
 
 fn now_us() -> u64 {
