@@ -587,3 +587,154 @@ impl DeviceGateway for ReaderService {
 
 /// A timeout for direct commands, beyond the link's own request timeouts.
 pub const DIRECT_COMMAND_LIMIT: Duration = Duration::from_secs(900);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{EdgeInfo, Target};
+    use crate::config::ReaderDialect;
+    use crate::store::StoreOptions;
+
+    async fn service(dir: &std::path::Path) -> (Arc<ReaderService>, Store, Arc<CommandPlane>, CancellationToken) {
+        let metrics = Arc::new(Metrics::default());
+        let (store, _) = Store::open(
+            StoreOptions {
+                path: dir.join("r.db"),
+                max_bytes: 1 << 24,
+                edge_id: "e".into(),
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        let edge = EdgeInfo {
+            edge_id: "e".into(),
+            version: "t".into(),
+            started_ms: 0,
+        };
+        let plane = Arc::new(CommandPlane::new(
+            store.clone(),
+            edge,
+            Duration::from_secs(60),
+            metrics.clone(),
+        ));
+        let config = ReadersConfig {
+            listen: None,
+            dialect: ReaderDialect::Hb2017,
+            keepalive_interval: Duration::from_secs(1),
+            devices: Vec::new(),
+        };
+        let deps = ReaderDeps {
+            store: store.clone(),
+            plane: plane.clone(),
+            metrics,
+            firmware_dir: dir.to_path_buf(),
+        };
+        let stop = CancellationToken::new();
+        let (service, _task) = start(&config, deps, stop.clone()).await.unwrap();
+        (service, store, plane, stop)
+    }
+
+    #[tokio::test]
+    async fn rules_for_an_offline_reader_are_stored_and_wait_for_its_next_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, store, _plane, stop) = service(dir.path()).await;
+        let rule = rules::default_select_spec(7, rules::SpecState::Inactive, 0, &[1]);
+        let answer = service
+            .execute("gate", &json!({"action": "set_rules", "select_specs": [rule]}))
+            .await
+            .unwrap();
+        assert_eq!(answer["applied"], "at the next connection");
+        let started = service
+            .execute("gate", &json!({"action": "start_rule", "spec_id": 7}))
+            .await
+            .unwrap();
+        assert_eq!(started["state"], "active");
+        let held = service.rules("gate").await.unwrap();
+        assert_eq!(
+            held.select.get(&7).and_then(rules::select_state),
+            Some(rules::SpecState::Active)
+        );
+        assert!(matches!(
+            service
+                .execute("gate", &json!({"action": "start_rule", "spec_id": 8}))
+                .await,
+            Err(ReaderError::Rejected(_))
+        ));
+        assert!(matches!(
+            service.execute("gate", &json!({"action": "reset"})).await,
+            Err(ReaderError::Offline(_))
+        ));
+        assert!(matches!(
+            service.execute("gate", &json!({"action": "fly"})).await,
+            Err(ReaderError::Rejected(_))
+        ));
+        stop.cancel();
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn cloud_commands_end_in_one_result_each_even_when_they_cannot_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_service, store, plane, stop) = service(dir.path()).await;
+        let target = Target::Device {
+            protocol: Protocol::Gbt37987,
+            device: "gate".into(),
+        };
+        plane
+            .submit(target.clone(), br#"{"request_id":"a","action":"alarms"}"#)
+            .await
+            .unwrap();
+        plane
+            .submit(target.clone(), br#"{"request_id":"b","action":"nope"}"#)
+            .await
+            .unwrap();
+        // A link command for an offline reader stays queued: no result yet.
+        plane
+            .submit(target, br#"{"request_id":"c","action":"reset"}"#)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut settled = false;
+        let results = loop {
+            let results: Vec<(String, String)> = store
+                .read(|c| {
+                    let mut stmt =
+                        c.prepare("SELECT payload FROM outbox WHERE topic = 'gbt37987/gate/up/response' ORDER BY seq")?;
+                    let rows = stmt
+                        .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows
+                        .into_iter()
+                        .filter_map(|p| serde_json::from_slice::<Json>(&p).ok())
+                        .map(|v| {
+                            (
+                                v["request_id"].as_str().unwrap_or("").to_string(),
+                                v["result"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect())
+                })
+                .await
+                .unwrap();
+            if settled || std::time::Instant::now() > deadline {
+                break results;
+            }
+            // Once two results are in, look once more a little later: the third must not come.
+            if results.len() >= 2 {
+                settled = true;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        assert_eq!(
+            results,
+            vec![
+                ("a".to_string(), "answer".to_string()),
+                ("b".to_string(), "rejected".to_string())
+            ]
+        );
+        stop.cancel();
+        store.close().await;
+    }
+}
