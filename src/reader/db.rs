@@ -1,5 +1,5 @@
-//! The reader tables (migration v2 in `store/schema.rs`): the desired rules per reader and the
-//! active-alarm table. Plain functions over a connection, called inside `Store::write` (so an
+//! The reader tables (created by migration v2 in `store/schema.rs`): the desired rules per reader
+//! and the active-alarm table. Plain functions over a connection, called inside `Store::write` (so an
 //! alarm change commits with its outbox record) or `Store::read`.
 //!
 //! Must not hold protocol logic: rules arrive as parameters, alarms as `AlarmChange`s.
@@ -11,25 +11,6 @@ use super::rules::{parse_rule, DesiredRules, RuleKind};
 use crate::protocol::gbt37987::json::param_to_json;
 use crate::protocol::gbt37987::{Dialect, Parameter};
 use crate::store::StoreError;
-
-/// The reader tables. Appended as one migration entry in `store/schema.rs`.
-pub const MIGRATION: &str = "CREATE TABLE reader_rules (
-        reader     TEXT    NOT NULL,
-        kind       TEXT    NOT NULL CHECK (kind IN ('select', 'access')),
-        spec_id    INTEGER NOT NULL,
-        spec       TEXT    NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        PRIMARY KEY (reader, kind, spec_id)
-    );
-    CREATE TABLE reader_alarms (
-        reader     TEXT    NOT NULL,
-        alarm_id   INTEGER NOT NULL,
-        alarm_code INTEGER NOT NULL,
-        level      INTEGER NOT NULL,
-        raised_ms  INTEGER NOT NULL,
-        info       TEXT    NOT NULL,
-        PRIMARY KEY (reader, alarm_id)
-    );";
 
 /// Loads the desired rules of `reader`. Rows that no longer parse (a code-table change) are
 /// skipped with a log line rather than blocking the reader.
@@ -194,15 +175,15 @@ mod tests {
     use super::*;
     use crate::reader::rules::{default_select_spec, SpecState};
 
-    fn conn() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(MIGRATION).unwrap();
-        c
+    fn conn() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = crate::store::schema::open(&dir.path().join("t.db"), "t", 1).unwrap();
+        (dir, c)
     }
 
     #[test]
     fn rules_are_stored_per_reader_and_read_back() {
-        let c = conn();
+        let (_dir, c) = conn();
         let json = serde_json::json!({"select_specs": [default_select_spec(5, SpecState::Active, 0, &[1, 2])]});
         let rules = DesiredRules::from_json(&json, &[Dialect::Hb2017]).unwrap();
         replace_rules(&c, "r1", &rules, 1).unwrap();
@@ -214,7 +195,7 @@ mod tests {
 
     #[test]
     fn alarms_are_raised_refreshed_and_restored() {
-        let c = conn();
+        let (_dir, c) = conn();
         let alarm = ActiveAlarm {
             alarm_id: 9,
             alarm_code: 1,
