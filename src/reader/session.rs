@@ -5,7 +5,8 @@
 //! Owns: the link protocol of the facts sheet — connection acknowledgement first (TCP; on a serial
 //! line any message from the reader's address, the edge probing with Keepalive), Keepalive both
 //! ways (the edge answers the reader's and probes every `keepalive_interval`; 3 probes without a
-//! KeepaliveAck, or silence past `silence_timeout`, close the link), one request in flight at a
+//! KeepaliveAck, or silence past `silence_timeout`, close the link; a reader that refuses probes
+//! with ErrorAck is then kept alive by its own keepalives), one request in flight at a
 //! time with a per-request timeout, the connect-time work (reconcile the rules, read the general
 //! capabilities, pull cached reports, synchronise alarms), and the upstream records of reports,
 //! events, alarms and logs. Acknowledgements that confirm data (cached-report segments, log
@@ -327,6 +328,11 @@ pub struct Session {
     keepalive_next: Instant,
     keepalive_outstanding: bool,
     keepalive_missed: u32,
+    /// Number of the last probe sent (an ErrorAck naming it means the reader refuses probes).
+    keepalive_number: u32,
+    /// Cleared for readers that answer probes with ErrorAck: their own keepalives and the
+    /// silence timeout then tell whether the link lives.
+    keepalive_probes: bool,
     queue: VecDeque<Job>,
     running: Option<(Job, Option<Current>)>,
     desired: DesiredRules,
@@ -352,6 +358,8 @@ impl Session {
             keepalive_next: now.mono,
             keepalive_outstanding: false,
             keepalive_missed: 0,
+            keepalive_number: 0,
+            keepalive_probes: true,
             queue: VecDeque::new(),
             running: None,
             desired,
@@ -739,7 +747,7 @@ impl Session {
                     self.close_with(format!("silent for {silent:?}"), &mut actions);
                     return actions;
                 }
-                if now.mono >= self.keepalive_next {
+                if self.keepalive_probes && now.mono >= self.keepalive_next {
                     if self.keepalive_outstanding {
                         self.keepalive_missed += 1;
                         if self.keepalive_missed >= self.settings.max_missed_keepalives {
@@ -751,6 +759,7 @@ impl Session {
                     if let Ok(m) = builders::keepalive(to) {
                         actions.push(Action::Send(m));
                     }
+                    self.keepalive_number = to.number;
                     self.keepalive_outstanding = true;
                     self.keepalive_next = now.mono + self.settings.keepalive_interval;
                 }
@@ -906,6 +915,15 @@ impl Session {
             Some("KeepaliveAck") => {
                 self.keepalive_outstanding = false;
                 self.keepalive_missed = 0;
+            }
+            Some("ErrorAck") if self.keepalive_outstanding && message.header.number == self.keepalive_number => {
+                // The table has Keepalive reader-to-edge only: a reader may refuse the edge's.
+                self.keepalive_probes = false;
+                self.keepalive_outstanding = false;
+                self.keepalive_missed = 0;
+                actions.push(Action::Log(
+                    "the reader refuses keepalive probes (ErrorAck): liveness now rests on its own keepalives and the silence timeout".into(),
+                ));
             }
             Some("TagSelectAccessReport") => {
                 let tags = message.body.children("TagReportData").count() as u64;
@@ -1687,6 +1705,35 @@ mod tests {
             closed(&rig.session.handle_tick(rig.at(5000))).as_deref(),
             Some("3 keepalive acks missed")
         );
+    }
+
+    #[test]
+    fn a_reader_refusing_keepalive_probes_is_kept_by_its_own_keepalives() {
+        let mut rig = Rig::new(Dialect::Hb2017, false, DesiredRules::default());
+        let actions = rig.connect(0);
+        rig.settle(actions, 0);
+        let probe = sent(&rig.session.handle_tick(rig.at(1000))).remove(0);
+        let refusal = Message::named(
+            "ErrorAck",
+            SN,
+            probe.header.number,
+            Body::from_params(vec![status(109, "unsupported").unwrap()]),
+        )
+        .unwrap();
+        let actions = rig.feed(&refusal, 1100);
+        assert!(actions.iter().any(|a| matches!(a, Action::Log(_))));
+        // No more probes; the reader's keepalives keep the link; silence would still end it.
+        for ms in (1250..6000).step_by(250) {
+            if ms % 1000 == 0 {
+                let to = rig.next_from_reader();
+                rig.feed(&builders::keepalive(to).unwrap(), ms);
+            }
+            let actions = rig.session.handle_tick(rig.at(ms));
+            assert!(closed(&actions).is_none() && names(&actions).is_empty(), "at {ms}");
+        }
+        assert!(closed(&rig.session.handle_tick(rig.at(11_000)))
+            .unwrap()
+            .starts_with("silent"));
     }
 
     #[test]
