@@ -270,7 +270,7 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     )
     .await
     .unwrap();
-    // An unconfigured hb-2017 reader dialling in: named by its SN in hex.
+    // An unconfigured reader dialling in (the section's default dialect): named by its SN in hex.
     let stray_sn = *b"ZZ000009";
     let mut stray_options = sim_options(
         &stray_sn,

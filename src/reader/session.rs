@@ -1355,8 +1355,8 @@ impl Work {
                         then_send,
                         ..Persist::default()
                     }));
-                    pull.segments += 1;
-                    pull.entries += entries as u64;
+                    pull.segments = pull.segments.saturating_add(1);
+                    pull.entries = pull.entries.saturating_add(entries as u64);
                     if msg.field("IsLastedFrame").and_then(Value::as_u64) == Some(1) {
                         pull.phase = LogPhase::Finished;
                         Progress::Next

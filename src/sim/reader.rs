@@ -1476,7 +1476,7 @@ fn segment(shared: &Shared) -> Vec<Message> {
     let kind = upload.kind;
     let request = upload.request;
     upload.next_sequence = sequence.wrapping_add(1);
-    let start = usize::from(sequence - 1) * size;
+    let start = usize::from(sequence.wrapping_sub(1)) * size;
     let (params, last) = match kind {
         UploadKind::Cached => {
             let take: Vec<TagReport> = s.cache.iter().take(size).cloned().collect();
