@@ -68,6 +68,9 @@ enum SimCommand {
     Synthetic(SyntheticArgs),
     /// Simulated GB/T 32960 vehicles (TCP or TLS): login, real-time data, heartbeats, answers.
     Gbt32960(crate::sim::gbt32960::SimArgs),
+    /// Simulated GB/T 37987 readers (either dialect) that listen for the edge, dial it, or sit on
+    /// a serial port; they run the rules the edge gives them and report tags.
+    Reader(crate::sim::reader::ReaderSimArgs),
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +129,10 @@ pub fn main() -> ExitCode {
         }
         Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
+        Command::Sim(SimCommand::Reader(args)) => {
+            crate::ops::logging::init("info");
+            runtime_block_on(crate::sim::reader::run_cli(args))
+        }
     }
 }
 

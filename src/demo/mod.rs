@@ -67,7 +67,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .transpose()
         .context("GB/T 32960 vehicles")?;
 
-    let config_text = format!(
+    // Simulated GB/T 37987 readers on loopback; the appliance dials two, one dials in.
+    let sims_stop = CancellationToken::new();
+    let demo_readers = crate::sim::reader::demo_readers(sims_stop.clone())
+        .await
+        .context("starting the simulated readers")?;
+
+    let mut config_text = format!(
         "# Written by `roadedge demo`.\nedge: {{id: demo-cabinet, site: {{name: \"demo site\", latitude: 31.2304, longitude: 121.4737}}}}\n\
          storage: {{path: {db}, max_bytes: 256MiB}}\n\
          uplink:\n  url: mqtts://127.0.0.1:{port}\n  ca_file: {ca}\n  cert_file: {cert}\n  key_file: {key}\n  metrics_interval: 10s\n\
@@ -78,6 +84,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         key = edge_cert.key.display(),
         gbt32960 = gbt32960.as_ref().map(|g| g.config_section.as_str()).unwrap_or(""),
     );
+    config_text.push_str(&demo_readers.yaml);
     let config_path = dir.join("roadedge.yaml");
     std::fs::write(&config_path, &config_text)?;
     let config = Config::parse(&config_text, FileCheck::Check).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -103,6 +110,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         cloud_cert.key.display()
     );
     println!("  web page        : not served by this build yet");
+    println!("  readers         : {}; watch gbt37987/+/up/#", demo_readers.summary);
     println!(
         "  simulated       : {} devices at {} records/s; Ctrl-C to stop",
         args.devices, args.rate
@@ -138,7 +146,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             padding: 0,
         }),
     };
-    app::run(config, options, shutdown).await?;
+    app::run_with(config, options, shutdown, |a| {
+        if let Some(service) = &a.readers {
+            demo_readers.apply_rules(service.clone());
+        }
+    })
+    .await?;
+    sims_stop.cancel();
     println!("demo stopped: the cloud received {} messages", received.load(Relaxed));
     Ok(())
 }

@@ -2,4 +2,5 @@
 
 pub mod gbt32960;
 pub mod pki;
+pub mod reader;
 pub mod synthetic;
