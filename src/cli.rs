@@ -153,7 +153,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn passwd() -> ExitCode {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    use argon2::password_hash::{PasswordHasher, SaltString};
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         eprintln!("cannot read a password from stdin");
@@ -164,7 +164,14 @@ fn passwd() -> ExitCode {
         eprintln!("empty password");
         return ExitCode::from(2);
     }
-    let salt = SaltString::generate(&mut OsRng);
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = match SaltString::encode_b64(&salt_bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("salt encoding failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match argon2::Argon2::default().hash_password(password.as_bytes(), &salt) {
         Ok(hash) => {
             println!("{hash}");
