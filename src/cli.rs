@@ -66,6 +66,9 @@ enum SimCommand {
     /// Run the appliance from a configuration with a synthetic record source appending straight
     /// into the store (durability tests, benchmarks).
     Synthetic(SyntheticArgs),
+    /// Simulated JT/T 808 terminals (2013/2019) against an appliance: register, authenticate,
+    /// report locations and subpackaged batches, answer parameter queries and terminal control.
+    Jt808(crate::sim::jt808::Jt808Args),
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +125,7 @@ pub fn main() -> ExitCode {
             };
             run(&s.config.path(), options)
         }
+        Command::Sim(SimCommand::Jt808(args)) => runtime_block_on(crate::sim::jt808::run_cli(args)),
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
     }
 }

@@ -1,4 +1,5 @@
 //! Simulators for the demo, the tests and the load generators. Never used by production paths.
 
+pub mod jt808;
 pub mod pki;
 pub mod synthetic;
