@@ -38,7 +38,11 @@ async fn wait_acks(stats: &SimStats, from: u64, n: u64, limit: Duration) -> u64 
         if now >= from + n {
             return now;
         }
-        assert!(Instant::now() < deadline, "only {} acknowledgements within {limit:?}", now - from);
+        assert!(
+            Instant::now() < deadline,
+            "only {} acknowledgements within {limit:?}",
+            now - from
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -83,7 +87,10 @@ async fn every_acknowledged_location_reaches_the_broker_across_kill_9_restarts()
         acked = wait_acks(&stats, at_kill.max(acked), 200, Duration::from_secs(30)).await;
     }
     stop_sim.cancel();
-    tokio::time::timeout(Duration::from_secs(20), sim).await.expect("simulator stopped").unwrap();
+    tokio::time::timeout(Duration::from_secs(20), sim)
+        .await
+        .expect("simulator stopped")
+        .unwrap();
 
     let acknowledged: BTreeSet<(String, u64)> = stats
         .acked_log
@@ -119,7 +126,14 @@ async fn every_acknowledged_location_reaches_the_broker_across_kill_9_restarts()
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(acknowledged.len() >= 1000, "the load was too light to mean anything: {}", acknowledged.len());
-    assert!(stats.connects.load(Relaxed) >= 20 * (kills as u64 + 1) / 2, "terminals did not reconnect");
+    assert!(
+        acknowledged.len() >= 1000,
+        "the load was too light to mean anything: {}",
+        acknowledged.len()
+    );
+    assert!(
+        stats.connects.load(Relaxed) >= 20 * (kills as u64 + 1) / 2,
+        "terminals did not reconnect"
+    );
     kill9(edge);
 }
