@@ -207,6 +207,9 @@ async fn terminals_of_both_editions_report_and_answer_cloud_commands_through_the
         assert_eq!(messages(&cloud, phone, ids::REGISTER).len(), 1);
         assert_eq!(messages(&cloud, phone, ids::AUTHENTICATE).len(), 1);
     }
+    let register13 = &messages(&cloud, &p13, ids::REGISTER)[0];
+    assert_eq!(register13["body"]["license_number"], "沪A12345", "GBK text by default");
+    assert_eq!(register13["body"]["dev_id"], "SIM0001");
     let auth19 = &messages(&cloud, &p19, ids::AUTHENTICATE)[0];
     assert_eq!(auth19["body"]["imei"], "860000000000001");
 

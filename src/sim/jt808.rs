@@ -24,8 +24,11 @@ use crate::link::ByteStream;
 use crate::protocol::jt808::{
     general_result, ids, split_into_packets, Attributes, AuthExtension2019, Authenticate, BatchLocation, BcdTime, Body,
     Edition, FrameDecoder, GeneralReply, Header, Location, LocationBasic, LocationExtra, LocationReply, Message,
-    Packet, Param, ParamsReply, Phone, PushOutcome, Reassembler, ReassemblyLimits, Register,
+    Packet, Param, ParamsReply, Phone, PushOutcome, Reassembler, ReassemblyLimits, Register, TextEncoding,
 };
+
+/// The plate simulated terminals register with.
+pub const PLATE: &str = "沪A12345";
 
 /// Why a simulated terminal gave up on a connection.
 #[derive(Debug, thiserror::Error)]
@@ -409,7 +412,8 @@ impl Terminal {
                 model: b"SIM-808".to_vec(),
                 terminal_id,
                 plate_color: 1,
-                plate: "沪A12345".as_bytes().to_vec(),
+                // STRING fields are GBK, as the standard says.
+                plate: TextEncoding::Gbk.encode(PLATE).unwrap_or_default(),
             }))
             .await?;
         let deadline = Instant::now() + limit;

@@ -300,7 +300,11 @@ impl Gateway {
                     Vec::new()
                 }
                 Event::Command(Some(command)) => c.session.handle_command(command, c.clock.now()),
-                Event::Command(None) => Vec::new(),
+                Event::Command(None) => {
+                    // The registry dropped this connection's channel: a newer one holds the phone.
+                    c.closing = Some("replaced by a newer connection of the same phone".into());
+                    Vec::new()
+                }
                 Event::Tick => c.session.handle_tick(c.clock.now()),
                 Event::Read(Ok(Read::Frame(packet))) => c.session.handle_frame(packet, c.clock.now()),
                 Event::Read(Ok(Read::Bad(e))) => {

@@ -58,7 +58,8 @@ pub struct Settings {
     pub downlink_chunk: usize,
     /// Consecutive corrupt frames tolerated before the connection is closed.
     pub max_bad_frames: u32,
-    /// Failed registrations/authentications tolerated on one connection.
+    /// Failed authentications, refused registrations and registrations in all tolerated on one
+    /// connection.
     pub max_auth_failures: u32,
 }
 
@@ -186,6 +187,7 @@ pub struct Session {
     last_frame_ms: u64,
     bad_frames: u32,
     auth_failures: u32,
+    registrations: u32,
 }
 
 impl Session {
@@ -208,6 +210,7 @@ impl Session {
             last_frame_ms: now.mono_ms,
             bad_frames: 0,
             auth_failures: 0,
+            registrations: 0,
         }
     }
 
@@ -349,6 +352,17 @@ impl Session {
         };
         match &message.body {
             Body::Register(register) => {
+                // Each registration is a database write (and, in open mode, a new row): a
+                // connection gets a few, not an unbounded stream.
+                self.registrations += 1;
+                if self.registrations > self.settings.max_auth_failures {
+                    self.phase = Phase::Closed;
+                    let why = format!(
+                        "more than {} registrations on one connection",
+                        self.settings.max_auth_failures
+                    );
+                    return vec![Action::Bad(why.clone()), Action::Close(why)];
+                }
                 let body = message.to_json(self.settings.text).unwrap_or(Value::Null);
                 let text = |key: &str| body["body"][key].as_str().unwrap_or_default().trim().to_string();
                 let request = RegisterRequest {
@@ -1164,6 +1178,31 @@ mod tests {
         assert!(s.is_online());
         assert_eq!(s.device(), Some(PHONE));
         assert_eq!(s.edition(), Edition::V2013);
+    }
+
+    #[test]
+    fn a_connection_may_register_only_a_few_times() {
+        let mut s = Session::new(settings(), at(0));
+        let register = || {
+            Body::Register(Register {
+                edition: Edition::V2013,
+                manufacturer: b"ROADE".to_vec(),
+                model: b"M".to_vec(),
+                terminal_id: b"T".to_vec(),
+                ..Register::default()
+            })
+        };
+        for n in 0..3 {
+            let actions = s.handle_frame(packet(register(), n), at(1));
+            assert!(matches!(actions.as_slice(), [Action::Register { .. }]), "{actions:?}");
+            s.on_register(Some(RegisterOutcome {
+                result: register_result::OK,
+                auth_code: b"C".to_vec(),
+            }));
+        }
+        let actions = s.handle_frame(packet(register(), 3), at(2));
+        assert!(closes(&actions), "{actions:?}");
+        assert!(!actions.iter().any(|a| matches!(a, Action::Register { .. })));
     }
 
     #[test]
