@@ -9,7 +9,9 @@ use roadedge::command::{CommandPlane, EdgeInfo};
 use roadedge::config::Jt808Auth;
 use roadedge::gateway::jt808::{spawn, ServerSettings, Settings};
 use roadedge::metrics::Metrics;
-use roadedge::protocol::jt808::{general_result, ids, Body, Edition, Header, Message, Packet, PassThrough, Subpackage};
+use roadedge::protocol::jt808::{
+    general_result, ids, Body, Edition, Header, Message, Packet, PassThrough, ReassemblyLimits, Subpackage,
+};
 use roadedge::sim::jt808::{location, phone_for, SimError, Terminal};
 use roadedge::store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +62,10 @@ async fn server() -> Server {
         session: Settings {
             auth_timeout_ms: 400,
             idle_timeout_ms: 800,
+            reassembly: ReassemblyLimits {
+                timeout_ms: 300,
+                ..Settings::default().reassembly
+            },
             ..Settings::default()
         },
         auth: Jt808Auth::Open,
@@ -262,8 +268,39 @@ async fn a_subpackage_flood_is_refused_past_the_reassembly_bounds_and_the_termin
     let serials: Vec<u16> = packets.iter().map(|p| p.header.serial).collect();
     t.send_packets(&packets, &[0, 1, 2, 3]).await.unwrap();
     let answer = t.await_acks(ids::UPLINK_PASS_THROUGH, &serials, STEP).await;
-    // The reassembler is full of abandoned transfers until they time out: a fifth is refused.
+    // The reassembler is full of the flood's transfers until they time out: a fifth is refused.
     assert!(matches!(answer, Err(SimError::Refused(_))), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subpackage_is_asked_for_with_0x8003_and_the_message_published_once_it_arrives() {
+    let s = server().await;
+    let mut t = s.online(11).await;
+    let body = Body::UplinkPassThrough(PassThrough {
+        kind: 0x41,
+        data: vec![7; 250],
+    });
+    let packets = t.split(&body, 100, 1).unwrap();
+    t.send_packets(&packets, &[0, 2]).await.unwrap();
+    let first = packets[0].header.serial;
+    let request = loop {
+        let m = t.recv(STEP).await.unwrap();
+        if let Body::PlatformResendRequest(r) = m.body {
+            break r;
+        }
+    };
+    assert_eq!(request.first_serial, first);
+    assert_eq!(request.indexes, [2]);
+    t.answer(&Message::new(
+        Header::new(ids::PLATFORM_RESEND_REQUEST, t.phone, None, 0),
+        Body::PlatformResendRequest(request),
+    ))
+    .await
+    .unwrap();
+    t.await_acks(ids::UPLINK_PASS_THROUGH, &[packets[1].header.serial], STEP)
+        .await
+        .unwrap();
+    assert_eq!(s.outbox_rows(ids::UPLINK_PASS_THROUGH).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use roadedge::app::{self, RunOptions};
 use roadedge::config::{Config, FileCheck};
 use roadedge::gateway::jt808::terminals;
 use roadedge::protocol::jt808::{ids, Body, Edition, Param, ParamsReply, Phone};
-use roadedge::sim::jt808::{location, phone_for, Terminal};
+use roadedge::sim::jt808::{location, phone_for, SimTls, Terminal};
 use roadedge::store::Store;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -309,6 +309,71 @@ async fn terminals_of_both_editions_report_and_answer_cloud_commands_through_the
         .commands_seen
         .iter()
         .any(|m| matches!(&m.body, Body::TerminalControl(c) if c.command == 4)));
+
+    // An upgrade package larger than a packet goes down subpackaged; the terminal merges it.
+    let firmware: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    cloud
+        .publish(
+            &format!("jt808/{p13}/{p13}/dn"),
+            json!({"request_id": "fw", "header": {"msg_id": 0x8108}, "body": {"type": 0, "manufacturer": "ROADE",
+                   "version": "2.0.1", "firmware": roadedge::protocol::jt808::base64_encode(&firmware)}}),
+        )
+        .await;
+    serve_until_results(&mut t13, &cloud, &p13, &["fw"]).await;
+    let upgrade = t13
+        .commands_seen
+        .iter()
+        .find_map(|m| match &m.body {
+            Body::Upgrade(u) => Some(u.clone()),
+            _ => None,
+        })
+        .expect("the terminal received the upgrade");
+    assert_eq!(upgrade.package, firmware, "the merged package is intact");
+    assert_eq!(upgrade.version, b"2.0.1");
+    let fw = result_for(&cloud, &p13, "fw");
+    assert_eq!(fw[0]["answer"]["body"]["id"], 0x8108, "{}", fw[0]);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminals_connect_over_tls_and_a_client_certificate_can_be_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let broker = Mosquitto::start(dir.path(), &pki);
+    let tls = format!(
+        "  tls: {{cert_file: {}, key_file: {}, client_ca_file: {}}}\n",
+        pki.broker.cert.display(),
+        pki.broker.key.display(),
+        pki.ca_file.display()
+    );
+    let (config, server) = config_with_jt808(dir.path(), &pki, &broker, &tls);
+    let edge = start_appliance(&config).await;
+    let phone = phone_for(13_800_000_000, 30, Edition::V2019);
+    let with_cert = SimTls {
+        ca_file: pki.ca_file.clone(),
+        client: Some((pki.edge.cert.clone(), pki.edge.key.clone())),
+    };
+    let mut t = tokio::time::timeout(
+        STEP,
+        Terminal::connect(&server, Some(&with_cert), phone, Edition::V2019),
+    )
+    .await
+    .unwrap()
+    .expect("TLS with a client certificate");
+    let code = t.register(STEP).await.unwrap();
+    assert!(t.authenticate(&code, STEP).await.unwrap());
+    t.report(location(1, 0), STEP).await.unwrap();
+
+    let without_cert = SimTls {
+        ca_file: pki.ca_file.clone(),
+        client: None,
+    };
+    let refused = async {
+        let mut t = Terminal::connect(&server, Some(&without_cert), phone, Edition::V2019).await?;
+        t.register(STEP).await
+    };
+    let outcome = tokio::time::timeout(STEP, refused).await.expect("refused in time");
+    assert!(outcome.is_err(), "a terminal without a client certificate was served");
     edge.stop().await;
 }
 

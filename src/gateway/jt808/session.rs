@@ -254,9 +254,11 @@ impl Session {
         for f in &self.inflight {
             next = next.min(f.deadline_ms);
         }
-        // The reassembler keeps its deadlines to itself: poll it every second while it holds data.
+        // The reassembler keeps its deadlines to itself: poll it every second (or its timeout,
+        // if shorter) while it holds data.
         if !self.reassembler.is_empty() {
-            next = next.min(now.mono_ms.saturating_add(1000));
+            let poll = self.settings.reassembly.timeout_ms.clamp(1, 1000);
+            next = next.min(now.mono_ms.saturating_add(poll));
         }
         next
     }
@@ -1178,6 +1180,38 @@ mod tests {
         assert!(s.is_online());
         assert_eq!(s.device(), Some(PHONE));
         assert_eq!(s.edition(), Edition::V2013);
+    }
+
+    #[test]
+    fn text_is_gbk_by_default_and_utf8_when_configured() {
+        for (encoding, plate) in [
+            (TextEncoding::Gbk, TextEncoding::Gbk.encode("粤B88888").unwrap()),
+            (TextEncoding::Utf8, "粤B88888".as_bytes().to_vec()),
+        ] {
+            let mut s = Session::new(
+                Arc::new(Settings {
+                    text: encoding,
+                    ..Settings::default()
+                }),
+                at(0),
+            );
+            let register = Body::Register(Register {
+                edition: Edition::V2013,
+                manufacturer: b"ROADE".to_vec(),
+                model: b"M".to_vec(),
+                terminal_id: b"T".to_vec(),
+                plate_color: 2,
+                plate,
+                ..Register::default()
+            });
+            let actions = s.handle_frame(packet(register, 0), at(1));
+            let [Action::Register { request, record }] = actions.as_slice() else {
+                panic!("{actions:?}")
+            };
+            assert_eq!(request.plate, "粤B88888", "{encoding:?}");
+            let json: Value = serde_json::from_slice(&record.body).unwrap();
+            assert_eq!(json["body"]["license_number"], "粤B88888", "{encoding:?}");
+        }
     }
 
     #[test]
