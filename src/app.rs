@@ -32,6 +32,8 @@ pub struct Appliance {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub plane: Arc<CommandPlane>,
+    /// The GB/T 37987 reader service (when `readers` is configured).
+    pub readers: Option<Arc<crate::reader::ReaderService>>,
 }
 
 /// Runs the appliance until `shutdown` is cancelled.
@@ -99,11 +101,7 @@ pub async fn run_with(
         metrics_interval: config.uplink.metrics_interval,
     };
 
-    for (section, enabled) in [
-        ("gbt32960", config.gbt32960.is_some()),
-        ("readers", config.readers.is_some()),
-        ("web", config.web.is_some()),
-    ] {
+    for (section, enabled) in [("web", config.web.is_some())] {
         if enabled {
             tracing::warn!("`{section}` is configured but this build does not serve it yet; ignored");
         }
@@ -130,6 +128,54 @@ pub async fn run_with(
     if let Some(opts) = options.synthetic {
         intake.push(tokio::spawn(synthetic::run(store.clone(), opts, intake_stop.clone())));
     }
+    if let Some(section) = &config.gbt32960 {
+        let settings = crate::gateway::gbt32960::GatewaySettings::from_config(section).context("gbt32960.tls")?;
+        let gateway = crate::gateway::gbt32960::start(
+            settings,
+            store.clone(),
+            plane.clone(),
+            metrics.clone(),
+            intake_stop.clone(),
+        )
+        .await
+        .with_context(|| format!("gbt32960: listening on {}", section.listen))?;
+        intake.push(gateway.task);
+    }
+    // GB/T 37987 readers (link supervisors, dial-in listener, reader service) and the cron jobs.
+    let readers = match &config.readers {
+        Some(section) => {
+            let firmware_dir = config
+                .storage
+                .path
+                .parent()
+                .map(|d| d.join("firmware"))
+                .unwrap_or_else(|| std::path::PathBuf::from("firmware"));
+            let _ = std::fs::create_dir_all(&firmware_dir);
+            let deps = crate::reader::ReaderDeps {
+                store: store.clone(),
+                plane: plane.clone(),
+                metrics: metrics.clone(),
+                firmware_dir,
+            };
+            let (service, task) = crate::reader::start(section, deps, intake_stop.clone()).await?;
+            intake.push(task);
+            Some(service)
+        }
+        None => None,
+    };
+    if !config.schedule.is_empty() {
+        let ctx = crate::ops::scheduler::JobContext {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            edge_id: config.edge.id.to_string(),
+            readers: readers.clone(),
+        };
+        intake.push(tokio::spawn(crate::ops::scheduler::run(
+            config.schedule.clone(),
+            ctx,
+            intake_stop.clone(),
+        )));
+    }
     let uplink_task = tokio::spawn(uplink::run(
         settings,
         store.clone(),
@@ -144,6 +190,7 @@ pub async fn run_with(
         metrics: metrics.clone(),
         store: store.clone(),
         plane: plane.clone(),
+        readers: readers.clone(),
     });
     systemd::notify_ready();
     tracing::info!(edge = %config.edge.id, version = VERSION, "roadedge running");

@@ -66,6 +66,11 @@ enum SimCommand {
     /// Run the appliance from a configuration with a synthetic record source appending straight
     /// into the store (durability tests, benchmarks).
     Synthetic(SyntheticArgs),
+    /// Simulated GB/T 32960 vehicles (TCP or TLS): login, real-time data, heartbeats, answers.
+    Gbt32960(crate::sim::gbt32960::SimArgs),
+    /// Simulated GB/T 37987 readers (either dialect) that listen for the edge, dial it, or sit on
+    /// a serial port; they run the rules the edge gives them and report tags.
+    Reader(crate::sim::reader::ReaderSimArgs),
     /// Simulated JT/T 808 terminals (2013/2019) against an appliance: register, authenticate,
     /// report locations and subpackaged batches, answer parameter queries and terminal control.
     Jt808(crate::sim::jt808::Jt808Args),
@@ -125,8 +130,13 @@ pub fn main() -> ExitCode {
             };
             run(&s.config.path(), options)
         }
+        Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
         Command::Sim(SimCommand::Jt808(args)) => runtime_block_on(crate::sim::jt808::run_cli(args)),
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
+        Command::Sim(SimCommand::Reader(args)) => {
+            crate::ops::logging::init("info");
+            runtime_block_on(crate::sim::reader::run_cli(args))
+        }
     }
 }
 
@@ -147,7 +157,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn passwd() -> ExitCode {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    use argon2::password_hash::{PasswordHasher, SaltString};
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         eprintln!("cannot read a password from stdin");
@@ -158,7 +168,14 @@ fn passwd() -> ExitCode {
         eprintln!("empty password");
         return ExitCode::from(2);
     }
-    let salt = SaltString::generate(&mut OsRng);
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = match SaltString::encode_b64(&salt_bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("salt encoding failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match argon2::Argon2::default().hash_password(password.as_bytes(), &salt) {
         Ok(hash) => {
             println!("{hash}");

@@ -10,6 +10,7 @@ pub mod link;
 pub mod metrics;
 pub mod ops;
 pub mod protocol;
+pub mod reader;
 pub mod sim;
 pub mod store;
 pub mod time;

@@ -149,6 +149,7 @@ impl Metrics {
                             id.clone(),
                             json!({
                                 "link": if s.link_up { "up" } else { "down" },
+                                "last_seen": s.last_seen,
                                 "tag_reports_total": s.tag_reports_total,
                                 "alarms_active": s.alarms_active,
                             }),

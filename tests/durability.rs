@@ -78,6 +78,13 @@ async fn sigkill_at_random_moments_under_load_loses_no_committed_record() {
         eprintln!("round {round}: {} commits acknowledged before SIGKILL", got.len());
         committed.extend(got);
     }
+    // The broker saw each killed connection drop and published the Last Will.
+    cloud
+        .wait_for("the Last Will after a SIGKILL", Duration::from_secs(10), |m| {
+            m.iter()
+                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "offline")
+        })
+        .await;
     // A last run, stopped gracefully, lets the backlog drain.
     let edge = EdgeProcess::start(&config, "final", &["--devices", "2", "--rate", "20"]);
     wait_until_all_arrived(&cloud, &committed, Duration::from_secs(90)).await;

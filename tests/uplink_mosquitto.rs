@@ -59,6 +59,37 @@ impl Running {
     }
 }
 
+/// A broker, a cloud subscriber and a running appliance that has announced itself online.
+struct World {
+    _dir: tempfile::TempDir,
+    _broker: Mosquitto,
+    cloud: Cloud,
+    edge: Running,
+}
+
+async fn online_world(cloud_id: &str) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let broker = Mosquitto::start(dir.path(), &pki);
+    let cloud = Cloud::connect(broker.port, &pki, cloud_id).await;
+    let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
+    let edge = start_appliance(&config).await;
+    cloud
+        .wait_for("edge online", Duration::from_secs(10), |m| {
+            m.iter()
+                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
+        })
+        .await;
+    // Subscriptions are made right after the CONNACK; give the SUBACK a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    World {
+        _dir: dir,
+        _broker: broker,
+        cloud,
+        edge,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,20 +214,12 @@ async fn a_client_certificate_from_another_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_commands_get_exactly_one_result_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-cmd").await;
-    let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
-    let edge = start_appliance(&config).await;
-    cloud
-        .wait_for("edge online", Duration::from_secs(10), |m| {
-            m.iter()
-                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
-        })
-        .await;
-    // Subscriptions are made right after the CONNACK; give the SUBACK a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let World {
+        _dir,
+        _broker,
+        cloud,
+        edge,
+    } = online_world("cloud-cmd").await;
 
     cloud
         .publish("edge/cab-1/cmd", json!({"request_id": "p1", "action": "ping"}))
@@ -262,21 +285,14 @@ impl DeviceGateway for ScriptedGateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_for_offline_devices_wait_for_them_or_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-offline").await;
-    let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
-    let edge = start_appliance(&config).await;
+    let World {
+        _dir,
+        _broker,
+        cloud,
+        edge,
+    } = online_world("cloud-offline").await;
     let gateway = Arc::new(ScriptedGateway::default());
     edge.plane.register(Protocol::Gbt32960, gateway.clone());
-    cloud
-        .wait_for("edge online", Duration::from_secs(10), |m| {
-            m.iter()
-                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     cloud
         .publish(

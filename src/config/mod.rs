@@ -18,6 +18,20 @@ use std::time::Duration;
 
 pub use values::{parse_duration, parse_size, BrokerUrl, DeviceId, EdgeId, TopicPrefix};
 
+/// A device serial number written as 16 hex digits (the `device_sn` of the reader payloads).
+pub fn parse_device_sn(text: &str) -> Option<[u8; 8]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 16 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut sn = [0u8; 8];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        sn[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(sn)
+}
+
 /// Where `roadedge run` looks for its configuration when neither `-c` nor `$ROADEDGE_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/roadedge/roadedge.yaml";
 
@@ -156,14 +170,23 @@ impl ReaderDialect {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReaderLink {
+    /// The edge dials the reader.
     Tcp(SocketAddr),
+    /// The reader is on a serial line (RS-232/485) at a bus address.
     Serial { port: PathBuf, baud: u32, address: u8 },
+    /// The reader dials in to `readers.listen`; recognised by its device serial number.
+    DialIn,
 }
 
 #[derive(Debug, Clone)]
 pub struct ReaderDevice {
     pub id: DeviceId,
     pub link: ReaderLink,
+    /// Device serial number (the 64-bit header field): names a dial-in reader, and a dialled or
+    /// serial reader answering with another serial number is refused.
+    pub sn: Option<[u8; 8]>,
+    /// This reader's dialect (`readers.dialect` unless set).
+    pub dialect: ReaderDialect,
 }
 
 #[derive(Debug, Clone)]
@@ -455,24 +478,34 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
 
     let readers = raw.readers.map(|r| {
         let listen = r.listen.as_deref().and_then(|l| v.socket("readers.listen", l));
-        let dialect = match r.dialect.as_deref().unwrap_or("gbt37987-2019") {
+        let mut dialect_of = |path: &str, name: &str| match name {
             "gbt37987-2019" => ReaderDialect::Gbt37987_2019,
             "hb-2017" => ReaderDialect::Hb2017,
             other => {
-                v.error(
-                    "readers.dialect",
-                    format!("`{other}` is not one of: gbt37987-2019, hb-2017"),
-                );
+                v.error(path, format!("`{other}` is not one of: gbt37987-2019, hb-2017"));
                 ReaderDialect::Gbt37987_2019
             }
         };
-        let mut seen = std::collections::HashSet::new();
-        let devices = r
+        let dialect = dialect_of("readers.dialect", r.dialect.as_deref().unwrap_or("gbt37987-2019"));
+        let devices: Vec<_> = r
             .devices
             .unwrap_or_default()
             .into_iter()
             .enumerate()
-            .filter_map(|(i, d)| {
+            .map(|(i, d)| {
+                let path = format!("readers.devices[{i}]");
+                let device_dialect = d
+                    .dialect
+                    .as_deref()
+                    .map_or(dialect, |name| dialect_of(&format!("{path}.dialect"), name));
+                (i, d, device_dialect)
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut seen_sn = std::collections::HashSet::new();
+        let devices = devices
+            .into_iter()
+            .filter_map(|(i, d, dialect)| {
                 let path = format!("readers.devices[{i}]");
                 let id = v.take(&format!("{path}.id"), DeviceId::new(&d.id));
                 if let Some(id) = &id {
@@ -480,6 +513,15 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                         v.error(format!("{path}.id"), format!("duplicate reader id `{id}`"));
                     }
                 }
+                let sn = d.sn.as_deref().and_then(|text| {
+                    let parsed = parse_device_sn(text);
+                    if parsed.is_none() {
+                        v.error(format!("{path}.sn"), format!("`{text}` is not 16 hex digits"));
+                    } else if !seen_sn.insert(text.to_ascii_lowercase()) {
+                        v.error(format!("{path}.sn"), format!("duplicate reader serial number `{text}`"));
+                    }
+                    parsed
+                });
                 let link = match (d.tcp, d.serial) {
                     (Some(tcp), None) => v.socket(&format!("{path}.tcp"), &tcp).map(ReaderLink::Tcp),
                     (None, Some(s)) => {
@@ -496,12 +538,29 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                             address: s.address.unwrap_or(1),
                         })
                     }
+                    (None, None) if d.sn.is_some() => {
+                        if listen.is_none() {
+                            v.error(
+                                path.clone(),
+                                "a reader that dials in (`sn` only) needs `readers.listen`",
+                            );
+                        }
+                        Some(ReaderLink::DialIn)
+                    }
                     _ => {
-                        v.error(path.clone(), "exactly one of `tcp` or `serial` is required");
+                        v.error(
+                            path.clone(),
+                            "exactly one of `tcp` or `serial` is required, or `sn` alone for a reader that dials in",
+                        );
                         None
                     }
                 };
-                Some(ReaderDevice { id: id?, link: link? })
+                Some(ReaderDevice {
+                    id: id?,
+                    link: link?,
+                    sn,
+                    dialect,
+                })
             })
             .collect();
         ReadersConfig {
@@ -694,6 +753,30 @@ mod tests {
         let errs = Config::parse(text, FileCheck::Skip).unwrap_err().0;
         let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["readers.devices[0]", "readers.devices[1].id"], "{errs:?}");
+    }
+
+    #[test]
+    fn readers_take_a_serial_number_and_their_own_dialect() {
+        let text = "edge: {id: a}\nuplink: {url: 'mqtt://h:1'}\nreaders:\n  listen: 127.0.0.1:5084\n  dialect: hb-2017\n  devices:\n    - {id: r1, sn: 424C303030303031}\n    - {id: r2, tcp: '127.0.0.1:6000', dialect: gbt37987-2019}\n";
+        let c = Config::parse(text, FileCheck::Skip).unwrap();
+        let readers = c.readers.unwrap();
+        assert_eq!(readers.devices[0].link, ReaderLink::DialIn);
+        assert_eq!(readers.devices[0].sn, Some(*b"BL000001"));
+        assert_eq!(readers.devices[0].dialect, ReaderDialect::Hb2017);
+        assert_eq!(readers.devices[1].dialect, ReaderDialect::Gbt37987_2019);
+        let bad = "edge: {id: a}\nuplink: {url: 'mqtt://h:1'}\nreaders:\n  devices:\n    - {id: r1, sn: 424C3030}\n    - {id: r2, sn: 424C303030303031, dialect: hb}\n";
+        let errs = Config::parse(bad, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "readers.devices[1].dialect",
+                "readers.devices[0].sn",
+                "readers.devices[0]",
+                "readers.devices[1]"
+            ],
+            "{errs:?}"
+        );
     }
 
     #[test]

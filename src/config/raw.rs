@@ -114,6 +114,8 @@ pub struct ReaderDevice {
     pub id: String,
     pub tcp: Option<String>,
     pub serial: Option<Serial>,
+    pub sn: Option<String>,
+    pub dialect: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,9 @@ pub struct DemoArgs {
     /// Stop after this long (e.g. 60s, 5m); runs until Ctrl-C when absent.
     #[arg(long)]
     pub duration: Option<String>,
+    /// Simulated GB/T 32960 vehicles (half 2016, half 2025; 0 = none).
+    #[arg(long, default_value_t = 20)]
+    pub gbt32960_vehicles: usize,
     /// Simulated JT/T 808 terminals (half 2013, half 2019), one location per second each.
     #[arg(long, default_value_t = 4)]
     pub jt808_terminals: usize,
@@ -62,19 +65,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let cloud_cert = ca.client("cloud", "cloud-viewer").context("cloud certificate")?;
 
     let port = broker_port(&dir, &ca.ca_file, &broker_cert)?;
+    let gbt32960 = (args.gbt32960_vehicles > 0)
+        .then(|| crate::sim::gbt32960::DemoVehicles::prepare(&ca, args.gbt32960_vehicles))
+        .transpose()
+        .context("GB/T 32960 vehicles")?;
+
+    // Simulated GB/T 37987 readers on loopback; the appliance dials two, one dials in.
+    let sims_stop = CancellationToken::new();
+    let demo_readers = crate::sim::reader::demo_readers(sims_stop.clone())
+        .await
+        .context("starting the simulated readers")?;
 
     let jt808_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let config_text = format!(
+    let mut config_text = format!(
         "# Written by `roadedge demo`.\nedge: {{id: demo-cabinet, site: {{name: \"demo site\", latitude: 31.2304, longitude: 121.4737}}}}\n\
          storage: {{path: {db}, max_bytes: 256MiB}}\n\
          uplink:\n  url: mqtts://127.0.0.1:{port}\n  ca_file: {ca}\n  cert_file: {cert}\n  key_file: {key}\n  metrics_interval: 10s\n\
          jt808: {{listen: \"127.0.0.1:{jt808_port}\"}}\n\
-         logging: {{level: info}}\n",
+         logging: {{level: info}}\n{gbt32960}",
         db = dir.join("roadedge.db").display(),
         ca = ca.ca_file.display(),
         cert = edge_cert.cert.display(),
         key = edge_cert.key.display(),
+        gbt32960 = gbt32960.as_ref().map(|g| g.config_section.as_str()).unwrap_or(""),
     );
+    config_text.push_str(&demo_readers.yaml);
     let config_path = dir.join("roadedge.yaml");
     std::fs::write(&config_path, &config_text)?;
     let config = Config::parse(&config_text, FileCheck::Check).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -100,6 +115,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         cloud_cert.key.display()
     );
     println!("  web page        : not served by this build yet");
+    println!("  readers         : {}; watch gbt37987/+/up/#", demo_readers.summary);
     println!(
         "  simulated       : {} devices at {} records/s; Ctrl-C to stop",
         args.devices, args.rate
@@ -118,6 +134,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(&ca.ca_file),
         Some((&cloud_cert.cert, &cloud_cert.key)),
     )?);
+    if let Some(vehicles) = gbt32960 {
+        println!("  GB/T 32960      : {}", vehicles.describe());
+        tokio::spawn(vehicles.run(shutdown.clone()));
+    }
     let received = Arc::new(AtomicU64::new(0));
     tokio::spawn(watch_cloud(port, tls, received.clone(), shutdown.clone()));
 
@@ -148,7 +168,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             padding: 0,
         }),
     };
-    app::run(config, options, shutdown).await?;
+    app::run_with(config, options, shutdown, |a| {
+        if let Some(service) = &a.readers {
+            demo_readers.apply_rules(service.clone());
+        }
+    })
+    .await?;
+    sims_stop.cancel();
     println!("demo stopped: the cloud received {} messages", received.load(Relaxed));
     Ok(())
 }

@@ -50,6 +50,9 @@ pub struct FramedIo<S, D> {
     eof: bool,
 }
 
+/// Bytes requested per read; frames larger than this arrive over several reads.
+const READ_CHUNK: usize = 4096;
+
 /// Slow readers on the other side must not stall the connection task forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -60,7 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send, D: FrameDecoder> FramedIo<S, D> {
         FramedIo {
             stream,
             decoder,
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::new(),
             max_buffer,
             idle,
             counters,
@@ -92,8 +95,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send, D: FrameDecoder> FramedIo<S, D> {
             if self.buf.len() >= self.max_buffer {
                 return Err(LinkError::Overflow(self.buf.len()));
             }
-            // Read at most what the buffer may still hold.
-            let room = (self.max_buffer - self.buf.len()).min(64 * 1024);
+            // Read at most what the buffer may still hold, growing it in small steps: thousands
+            // of mostly idle connections must not each pin a large buffer.
+            let room = (self.max_buffer - self.buf.len()).min(READ_CHUNK);
+            if self.buf.is_empty() && self.buf.capacity() > 4 * READ_CHUNK {
+                self.buf = BytesMut::new();
+            }
             self.buf.reserve(room);
             let mut limited = (&mut self.stream).take(room as u64);
             let read = tokio::time::timeout(self.idle, limited.read_buf(&mut self.buf)).await;

@@ -34,7 +34,26 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX commands_open ON commands(state, target);
     CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    // v2: JT/T 808 terminals: auth codes issued at registration (they must survive restarts) and
+    // v2: GB/T 37987 readers: the desired rules per reader (codec JSON of each SelectSpec /
+    // AccessSpec) and the active-alarm table (see reader/db.rs).
+    "CREATE TABLE reader_rules (
+        reader     TEXT    NOT NULL,
+        kind       TEXT    NOT NULL CHECK (kind IN ('select', 'access')),
+        spec_id    INTEGER NOT NULL,
+        spec       TEXT    NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (reader, kind, spec_id)
+    );
+    CREATE TABLE reader_alarms (
+        reader     TEXT    NOT NULL,
+        alarm_id   INTEGER NOT NULL,
+        alarm_code INTEGER NOT NULL,
+        level      INTEGER NOT NULL,
+        raised_ms  INTEGER NOT NULL,
+        info       TEXT    NOT NULL,
+        PRIMARY KEY (reader, alarm_id)
+    );",
+    // v3: JT/T 808 terminals: auth codes issued at registration (they must survive restarts) and
     // the terminals an operator pre-provisions for `jt808.auth: registry`.
     "CREATE TABLE jt808_terminals (
         phone            TEXT    PRIMARY KEY,

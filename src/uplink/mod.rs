@@ -186,6 +186,10 @@ impl<'a> Session<'a> {
 
     async fn run(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff) -> Result<(), String> {
         let (client, mut eventloop) = AsyncClient::new(self.options(), self.settings.max_inflight as usize + 64);
+        // Small QoS 1 publishes and their PUBACKs must not wait for Nagle's algorithm.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         tokio::select! {
             r = self.connect(&mut eventloop) => r?,
             _ = shutdown.cancelled() => return Ok(()),
@@ -210,10 +214,16 @@ impl<'a> Session<'a> {
         let mut metrics_tick = tokio::time::interval(self.settings.metrics_interval);
         metrics_tick.tick().await;
         let mut ack_tick = tokio::time::interval(Duration::from_millis(50));
-        let mut new_rows = true;
+        let mut unseen_commits = true;
         loop {
-            if new_rows || self.drain.has_buffered() {
-                new_rows = false;
+            // Refill as soon as the window has room and rows may be waiting: freshly committed
+            // ones, fetched ones, or more of devices whose last fetch was not empty.
+            let rows_may_wait = unseen_commits || self.drain.has_buffered() || self.drain.may_have_more();
+            // Refill in batches (a quarter of the window) rather than one read per PUBACK.
+            let worth_a_read = self.window_room() >= (self.settings.max_inflight as usize / 4).max(1)
+                || (self.window_used() == 0 && self.window_room() > 0);
+            if rows_may_wait && worth_a_read {
+                unseen_commits = false;
                 let committed_seq = *committed.borrow_and_update();
                 self.fill_window(&client, committed_seq).await?;
             }
@@ -230,13 +240,9 @@ impl<'a> Session<'a> {
                     if changed.is_err() {
                         return Err("store closed".into());
                     }
-                    new_rows = true;
+                    unseen_commits = true;
                 }
-                _ = ack_tick.tick() => {
-                    self.flush_acks();
-                    // A freed window refills from what is already in the database.
-                    new_rows = self.drain.may_have_more();
-                }
+                _ = ack_tick.tick() => self.flush_acks(),
                 _ = metrics_tick.tick() => {
                     let body = self.metrics.snapshot(now_ms(), self.system.snapshot());
                     let topic = format!("edge/{}/metrics", self.settings.edge_id);
@@ -259,9 +265,6 @@ impl<'a> Session<'a> {
 
     async fn fill_window(&mut self, client: &AsyncClient, committed_seq: i64) -> Result<(), String> {
         let room = self.window_room();
-        if room == 0 {
-            return Ok(());
-        }
         if !self.drain.has_buffered() {
             let drain = std::mem::take(&mut self.drain);
             let result = self

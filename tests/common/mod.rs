@@ -68,7 +68,7 @@ impl Mosquitto {
         let conf = format!(
             "user root\nlistener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\
              allow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_queued_bytes 0\n\
-             max_inflight_messages 100\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
+             max_inflight_messages 100\nset_tcp_nodelay true\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
             pki.ca_file.display(),
             pki.broker.cert.display(),
             pki.broker.key.display(),

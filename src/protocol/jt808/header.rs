@@ -139,7 +139,7 @@ pub struct Header {
     pub version_flag: bool,
     /// Reserved bit 15 as sent.
     pub reserved_bit15: bool,
-    /// `Some(version)` for the 2019 layout (version byte + BCD[10] phone), `None` for 2011/2013.
+    /// `Some(version)` for the 2019 layout (version byte + `BCD[10]` phone), `None` for 2011/2013.
     pub protocol_version: Option<u8>,
     /// Terminal phone.
     pub phone: Phone,

@@ -125,7 +125,7 @@ pub fn bcd_from_str(digits: &str, width: usize) -> Option<Vec<u8>> {
     )
 }
 
-/// A BCD[6] timestamp `YYMMDDhhmmss` kept as the wire bytes (device clocks send non-BCD values
+/// A `BCD[6]` timestamp `YYMMDDhhmmss` kept as the wire bytes (device clocks send non-BCD values
 /// often enough that a calendar type would lose data). Location time is GMT+8, 0x8004 time is UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct BcdTime(pub [u8; 6]);

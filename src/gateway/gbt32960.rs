@@ -1,1 +1,0 @@
-//! GB/T 32960 gateway (server, sessions, downstream commands).
