@@ -33,6 +33,7 @@ pub const PLATE: &str = "沪A12345";
 /// Why a simulated terminal gave up on a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// The socket failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("TLS: {0}")]
@@ -501,8 +502,11 @@ impl Terminal {
 pub struct SimOptions {
     /// `host:port` of the appliance's JT/T 808 listener.
     pub server: String,
+    /// Connect with TLS.
     pub tls: Option<SimTls>,
+    /// How many terminals.
     pub terminals: usize,
+    /// Header layout of the terminals.
     pub edition: SimEdition,
     /// Terminal i has phone `phone_base + i`.
     pub phone_base: u64,
@@ -545,9 +549,13 @@ pub struct SimStats {
     pub online: AtomicU64,
     /// Locations whose 0x8001 arrived (batch items included).
     pub acked: AtomicU64,
+    /// Subpackaged batches whose packets were all acknowledged.
     pub batches_acked: AtomicU64,
+    /// Platform commands answered.
     pub commands_answered: AtomicU64,
+    /// Connections made (reconnections included).
     pub connects: AtomicU64,
+    /// Connections that ended in an error.
     pub errors: AtomicU64,
     /// `(phone, n)` of every acknowledged location when `record_acks` is set.
     pub acked_log: Mutex<Vec<(String, u32)>>,

@@ -34,9 +34,13 @@ use crate::time::now_ms;
 /// Everything the server needs besides its collaborators.
 #[derive(Clone)]
 pub struct ServerSettings {
+    /// Per-connection limits and timings.
     pub session: Settings,
+    /// Who may register: anyone, or only provisioned terminals.
     pub auth: Jt808Auth,
+    /// TLS (with client certificates when the config has a client CA); plain TCP when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connections served at once; more are refused at accept.
     pub max_connections: usize,
 }
 

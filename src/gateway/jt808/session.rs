@@ -94,13 +94,16 @@ impl Default for Settings {
 /// Unix epoch) for records and the 0x8004 time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
+    /// Milliseconds on a clock that never steps back (timers).
     pub mono_ms: u64,
+    /// Milliseconds since the Unix epoch (records, 0x8004).
     pub wall_ms: i64,
 }
 
 /// Records to commit and the frames to send once they are committed.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
+    /// Records appended in one transaction.
     pub records: Vec<Record>,
     /// A terminal whose auth code is withdrawn in the same transaction (0x0003).
     pub deregister: Option<String>,
