@@ -101,7 +101,7 @@ pub async fn run_with(
         metrics_interval: config.uplink.metrics_interval,
     };
 
-    for (section, enabled) in [("jt808", config.jt808.is_some()), ("web", config.web.is_some())] {
+    for (section, enabled) in [("web", config.web.is_some())] {
         if enabled {
             tracing::warn!("`{section}` is configured but this build does not serve it yet; ignored");
         }
@@ -111,6 +111,20 @@ pub async fn run_with(
     let intake_stop = CancellationToken::new();
     let core_stop = CancellationToken::new();
     let mut intake = Vec::new();
+    if let Some(jt808) = &config.jt808 {
+        let listener = crate::link::bind(jt808.server.listen)
+            .await
+            .with_context(|| format!("jt808.listen: binding {}", jt808.server.listen))?;
+        let settings = crate::gateway::jt808::ServerSettings::from_config(jt808).context("jt808.tls")?;
+        intake.push(crate::gateway::jt808::spawn(
+            listener,
+            settings,
+            store.clone(),
+            plane.clone(),
+            metrics.clone(),
+            intake_stop.clone(),
+        ));
+    }
     if let Some(opts) = options.synthetic {
         intake.push(tokio::spawn(synthetic::run(store.clone(), opts, intake_stop.clone())));
     }

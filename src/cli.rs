@@ -71,6 +71,9 @@ enum SimCommand {
     /// Simulated GB/T 37987 readers (either dialect) that listen for the edge, dial it, or sit on
     /// a serial port; they run the rules the edge gives them and report tags.
     Reader(crate::sim::reader::ReaderSimArgs),
+    /// Simulated JT/T 808 terminals (2013/2019) against an appliance: register, authenticate,
+    /// report locations and subpackaged batches, answer parameter queries and terminal control.
+    Jt808(crate::sim::jt808::Jt808Args),
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
             run(&s.config.path(), options)
         }
         Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
+        Command::Sim(SimCommand::Jt808(args)) => runtime_block_on(crate::sim::jt808::run_cli(args)),
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
         Command::Sim(SimCommand::Reader(args)) => {
             crate::ops::logging::init("info");

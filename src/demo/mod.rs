@@ -36,6 +36,9 @@ pub struct DemoArgs {
     /// Simulated GB/T 32960 vehicles (half 2016, half 2025; 0 = none).
     #[arg(long, default_value_t = 20)]
     pub gbt32960_vehicles: usize,
+    /// Simulated JT/T 808 terminals (half 2013, half 2019), one location per second each.
+    #[arg(long, default_value_t = 4)]
+    pub jt808_terminals: usize,
     /// State directory (certificates, configuration, database); a new temporary one by default.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -73,10 +76,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .context("starting the simulated readers")?;
 
+    let jt808_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut config_text = format!(
         "# Written by `roadedge demo`.\nedge: {{id: demo-cabinet, site: {{name: \"demo site\", latitude: 31.2304, longitude: 121.4737}}}}\n\
          storage: {{path: {db}, max_bytes: 256MiB}}\n\
          uplink:\n  url: mqtts://127.0.0.1:{port}\n  ca_file: {ca}\n  cert_file: {cert}\n  key_file: {key}\n  metrics_interval: 10s\n\
+         jt808: {{listen: \"127.0.0.1:{jt808_port}\"}}\n\
          logging: {{level: info}}\n{gbt32960}",
         db = dir.join("roadedge.db").display(),
         ca = ca.ca_file.display(),
@@ -136,6 +141,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let received = Arc::new(AtomicU64::new(0));
     tokio::spawn(watch_cloud(port, tls, received.clone(), shutdown.clone()));
 
+    {
+        // Simulated JT/T 808 terminals; they retry until the appliance listens.
+        let options = crate::sim::jt808::SimOptions {
+            server: format!("127.0.0.1:{jt808_port}"),
+            terminals: args.jt808_terminals,
+            edition: crate::sim::jt808::SimEdition::Mixed,
+            rate: args.jt808_terminals as f64,
+            subpackage_every: 10,
+            ..Default::default()
+        };
+        println!(
+            "  JT/T 808        : {} simulated terminals (2013 and 2019) on 127.0.0.1:{jt808_port}; query one: mosquitto_pub ... -t jt808/013900000000/013900000000/dn -m '{{\"request_id\":\"q1\",\"header\":{{\"msg_id\":33028}}}}'",
+            args.jt808_terminals
+        );
+        let stats = Arc::new(crate::sim::jt808::SimStats::default());
+        tokio::spawn(crate::sim::jt808::run(options, stats, shutdown.clone()));
+    }
     let options = RunOptions {
         synthetic: Some(SyntheticOptions {
             devices: args.devices,

@@ -53,6 +53,20 @@ const MIGRATIONS: &[&str] = &[
         info       TEXT    NOT NULL,
         PRIMARY KEY (reader, alarm_id)
     );",
+    // v3: JT/T 808 terminals: auth codes issued at registration (they must survive restarts) and
+    // the terminals an operator pre-provisions for `jt808.auth: registry`.
+    "CREATE TABLE jt808_terminals (
+        phone            TEXT    PRIMARY KEY,
+        provisioned      INTEGER NOT NULL DEFAULT 0,
+        terminal_id      TEXT,
+        plate            TEXT,
+        imei             TEXT,
+        auth_code        BLOB,
+        edition          TEXT,
+        software_version TEXT,
+        registered_ms    INTEGER,
+        last_auth_ms     INTEGER
+    );",
 ];
 
 /// The schema version this build writes.

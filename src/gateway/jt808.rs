@@ -1,1 +1,0 @@
-//! JT/T 808 gateway (server, sessions, subpackages, downstream commands).

@@ -1,0 +1,361 @@
+//! The `jt808_terminals` table: auth codes issued at registration (they survive restarts), the
+//! registry of pre-provisioned terminals for `jt808.auth: registry`, and what the last
+//! authentication said (2019 IMEI and software version).
+//!
+//! Owns the registration and authentication rules. Every function runs on a connection handed in
+//! by the caller, inside the store's group commit (`Store::write`), so a verdict and the record
+//! that reports it commit together. Must not send anything or keep state outside the database.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::config::Jt808Auth;
+use crate::protocol::jt808::{register_result, Edition};
+use crate::store::StoreError;
+
+/// What a 0x0100 register asks for, in the form the table stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterRequest {
+    /// The phone as rendered in topics (all digits kept).
+    pub phone: String,
+    /// Terminal id, padding trimmed.
+    pub terminal_id: String,
+    /// Plate (or VIN when the plate colour is 0).
+    pub plate: String,
+    /// The register body's layout (2011, 2013 or 2019).
+    pub edition: Edition,
+}
+
+/// The answer to a register: a 0x8100 result and, on success, the auth code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    /// A [`register_result`] value.
+    pub result: u8,
+    /// The auth code (empty unless `result` is OK).
+    pub auth_code: Vec<u8>,
+}
+
+/// What a 0x0102 authentication presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    /// The phone of the frame's header.
+    pub phone: String,
+    /// The auth code bytes as sent.
+    pub code: Vec<u8>,
+    /// 2019: the IMEI, padding trimmed.
+    pub imei: Option<String>,
+    /// 2019: the software version, padding trimmed.
+    pub software_version: Option<String>,
+}
+
+/// The verdict on an authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthVerdict {
+    /// The code matched (and the IMEI, for a provisioned terminal that has one).
+    pub ok: bool,
+    /// The edition the terminal registered with, when known (tells 2011 from 2013).
+    pub edition: Option<Edition>,
+}
+
+fn edition_name(edition: Edition) -> &'static str {
+    match edition {
+        Edition::V2011 => "2011",
+        Edition::V2013 => "2013",
+        Edition::V2019 => "2019",
+    }
+}
+
+fn edition_from_name(name: &str) -> Option<Edition> {
+    match name {
+        "2011" => Some(Edition::V2011),
+        "2013" => Some(Edition::V2013),
+        "2019" => Some(Edition::V2019),
+        _ => None,
+    }
+}
+
+struct Row {
+    provisioned: bool,
+    terminal_id: Option<String>,
+    plate: Option<String>,
+    imei: Option<String>,
+    auth_code: Option<Vec<u8>>,
+    edition: Option<String>,
+}
+
+fn row(conn: &Connection, phone: &str) -> Result<Option<Row>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT provisioned, terminal_id, plate, imei, auth_code, edition FROM jt808_terminals WHERE phone = ?1",
+        )?
+        .query_row([phone], |r| {
+            Ok(Row {
+                provisioned: r.get::<_, i64>(0)? != 0,
+                terminal_id: r.get(1)?,
+                plate: r.get(2)?,
+                imei: r.get(3)?,
+                auth_code: r.get(4)?,
+                edition: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Decides a registration and stores it. `fresh_code` is used when the terminal has no code yet;
+/// a terminal registering again keeps its code, so one whose 0x8100 got lost can retry safely.
+/// In `registry` mode only provisioned terminals may register, and a provisioned terminal id or
+/// plate must match.
+pub fn register(
+    conn: &Connection,
+    mode: Jt808Auth,
+    request: &RegisterRequest,
+    fresh_code: &[u8],
+    now_ms: i64,
+) -> Result<RegisterOutcome, StoreError> {
+    let existing = row(conn, &request.phone)?;
+    let refuse = |result| RegisterOutcome {
+        result,
+        auth_code: Vec::new(),
+    };
+    if mode == Jt808Auth::Registry {
+        let Some(provisioned) = existing.as_ref().filter(|r| r.provisioned) else {
+            return Ok(refuse(register_result::TERMINAL_UNKNOWN));
+        };
+        if provisioned
+            .terminal_id
+            .as_deref()
+            .is_some_and(|id| id != request.terminal_id)
+        {
+            return Ok(refuse(register_result::TERMINAL_UNKNOWN));
+        }
+        if provisioned.plate.as_deref().is_some_and(|p| p != request.plate) {
+            return Ok(refuse(register_result::VEHICLE_UNKNOWN));
+        }
+    }
+    let code = existing
+        .as_ref()
+        .and_then(|r| r.auth_code.clone())
+        .unwrap_or_else(|| fresh_code.to_vec());
+    // Provisioned values are the operator's: a registration never overwrites them.
+    conn.prepare_cached(
+        "INSERT INTO jt808_terminals(phone, terminal_id, plate, auth_code, edition, registered_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(phone) DO UPDATE SET
+           terminal_id = CASE WHEN provisioned = 1 AND terminal_id IS NOT NULL THEN terminal_id ELSE excluded.terminal_id END,
+           plate = CASE WHEN provisioned = 1 AND plate IS NOT NULL THEN plate ELSE excluded.plate END,
+           auth_code = excluded.auth_code,
+           edition = excluded.edition,
+           registered_ms = excluded.registered_ms",
+    )?
+    .execute(params![
+        request.phone,
+        request.terminal_id,
+        request.plate,
+        code,
+        edition_name(request.edition),
+        now_ms
+    ])?;
+    Ok(RegisterOutcome {
+        result: register_result::OK,
+        auth_code: code,
+    })
+}
+
+/// Checks an authentication and, when it passes, records the time and the 2019 fields. In
+/// `registry` mode the terminal must also still be provisioned.
+pub fn authenticate(
+    conn: &Connection,
+    mode: Jt808Auth,
+    request: &AuthRequest,
+    now_ms: i64,
+) -> Result<AuthVerdict, StoreError> {
+    let Some(existing) = row(conn, &request.phone)? else {
+        return Ok(AuthVerdict {
+            ok: false,
+            edition: None,
+        });
+    };
+    let edition = existing.edition.as_deref().and_then(edition_from_name);
+    let code_ok = existing
+        .auth_code
+        .as_deref()
+        .is_some_and(|code| !code.is_empty() && constant_time_eq(code, &request.code));
+    let imei_ok = match (&existing.imei, &request.imei) {
+        (Some(expected), Some(got)) if existing.provisioned => expected == got,
+        _ => true,
+    };
+    let mode_ok = mode == Jt808Auth::Open || existing.provisioned;
+    let ok = code_ok && imei_ok && mode_ok;
+    if ok {
+        conn.prepare_cached(
+            "UPDATE jt808_terminals SET
+               imei = CASE WHEN provisioned = 1 AND imei IS NOT NULL THEN imei ELSE COALESCE(?2, imei) END,
+               software_version = COALESCE(?3, software_version),
+               last_auth_ms = ?4
+             WHERE phone = ?1",
+        )?
+        .execute(params![request.phone, request.imei, request.software_version, now_ms])?;
+    }
+    Ok(AuthVerdict { ok, edition })
+}
+
+/// 0x0003 (终端注销, deregistration): the terminal's auth code stops being valid; it must register
+/// again. A provisioned terminal stays provisioned.
+pub fn deregister(conn: &Connection, phone: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE jt808_terminals SET auth_code = NULL WHERE phone = ?1")?
+        .execute([phone])?;
+    Ok(())
+}
+
+/// Adds (or updates) a pre-provisioned terminal for `jt808.auth: registry`. `None` fields are not
+/// checked at registration.
+pub fn provision(
+    conn: &Connection,
+    phone: &str,
+    terminal_id: Option<&str>,
+    plate: Option<&str>,
+    imei: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO jt808_terminals(phone, provisioned, terminal_id, plate, imei) VALUES (?1, 1, ?2, ?3, ?4)
+         ON CONFLICT(phone) DO UPDATE SET provisioned = 1, terminal_id = excluded.terminal_id,
+           plate = excluded.plate, imei = excluded.imei",
+    )?
+    .execute(params![phone, terminal_id, plate, imei])?;
+    Ok(())
+}
+
+/// The stored auth code of `phone`, if it has one.
+pub fn auth_code(conn: &Connection, phone: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(row(conn, phone)?.and_then(|r| r.auth_code))
+}
+
+/// A new random auth code: 16 characters a terminal can store and echo without encoding trouble.
+pub fn fresh_code() -> Vec<u8> {
+    use rand::Rng;
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(16).collect()
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a code matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, _) = crate::store::schema::open(&dir.path().join("t.db"), "t", 1).unwrap();
+        (dir, conn)
+    }
+
+    fn request(phone: &str) -> RegisterRequest {
+        RegisterRequest {
+            phone: phone.into(),
+            terminal_id: "T1".into(),
+            plate: "京A12345".into(),
+            edition: Edition::V2013,
+        }
+    }
+
+    fn auth(phone: &str, code: &[u8]) -> AuthRequest {
+        AuthRequest {
+            phone: phone.into(),
+            code: code.to_vec(),
+            imei: None,
+            software_version: None,
+        }
+    }
+
+    #[test]
+    fn an_open_registration_issues_a_code_that_authenticates_and_is_kept_on_reregistration() {
+        let (_d, c) = db();
+        let first = register(&c, Jt808Auth::Open, &request("013800000001"), b"CODE1", 1).unwrap();
+        assert_eq!(first.result, register_result::OK);
+        assert_eq!(first.auth_code, b"CODE1");
+        let again = register(&c, Jt808Auth::Open, &request("013800000001"), b"OTHER", 2).unwrap();
+        assert_eq!(again.auth_code, b"CODE1");
+        let verdict = authenticate(&c, Jt808Auth::Open, &auth("013800000001", b"CODE1"), 3).unwrap();
+        assert!(verdict.ok);
+        assert_eq!(verdict.edition, Some(Edition::V2013));
+        assert!(
+            !authenticate(&c, Jt808Auth::Open, &auth("013800000001", b"CODE2"), 3)
+                .unwrap()
+                .ok
+        );
+        assert!(
+            !authenticate(&c, Jt808Auth::Open, &auth("013800000009", b"CODE1"), 3)
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[test]
+    fn registry_mode_refuses_unprovisioned_terminals_and_mismatching_ids() {
+        let (_d, c) = db();
+        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1).unwrap();
+        assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
+        assert!(refused.auth_code.is_empty());
+        provision(&c, "013800000002", Some("OTHER"), None, None).unwrap();
+        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1).unwrap();
+        assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
+        provision(&c, "013800000002", Some("T1"), Some("沪B00000"), None).unwrap();
+        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1).unwrap();
+        assert_eq!(refused.result, register_result::VEHICLE_UNKNOWN);
+        provision(&c, "013800000002", Some("T1"), None, None).unwrap();
+        let ok = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1).unwrap();
+        assert_eq!(ok.result, register_result::OK);
+        assert!(
+            authenticate(&c, Jt808Auth::Registry, &auth("013800000002", b"C"), 2)
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[test]
+    fn a_terminal_registered_in_open_mode_cannot_authenticate_in_registry_mode() {
+        let (_d, c) = db();
+        register(&c, Jt808Auth::Open, &request("013800000003"), b"C", 1).unwrap();
+        assert!(
+            !authenticate(&c, Jt808Auth::Registry, &auth("013800000003", b"C"), 2)
+                .unwrap()
+                .ok
+        );
+    }
+
+    #[test]
+    fn a_provisioned_imei_must_match_the_2019_authentication() {
+        let (_d, c) = db();
+        provision(&c, "00000000013800000004", None, None, Some("123456789012345")).unwrap();
+        register(&c, Jt808Auth::Registry, &request("00000000013800000004"), b"C", 1).unwrap();
+        let mut a = auth("00000000013800000004", b"C");
+        a.imei = Some("999999999999999".into());
+        assert!(!authenticate(&c, Jt808Auth::Registry, &a, 2).unwrap().ok);
+        a.imei = Some("123456789012345".into());
+        assert!(authenticate(&c, Jt808Auth::Registry, &a, 2).unwrap().ok);
+    }
+
+    #[test]
+    fn deregistration_invalidates_the_code() {
+        let (_d, c) = db();
+        register(&c, Jt808Auth::Open, &request("013800000005"), b"C", 1).unwrap();
+        deregister(&c, "013800000005").unwrap();
+        assert!(
+            !authenticate(&c, Jt808Auth::Open, &auth("013800000005", b"C"), 2)
+                .unwrap()
+                .ok
+        );
+        assert_eq!(auth_code(&c, "013800000005").unwrap(), None);
+        let again = register(&c, Jt808Auth::Open, &request("013800000005"), b"NEW", 3).unwrap();
+        assert_eq!(again.auth_code, b"NEW");
+    }
+
+    #[test]
+    fn fresh_codes_are_sixteen_alphanumerics_and_differ() {
+        let (a, b) = (fresh_code(), fresh_code());
+        assert_eq!(a.len(), 16);
+        assert!(a.iter().all(u8::is_ascii_alphanumeric));
+        assert_ne!(a, b);
+    }
+}
