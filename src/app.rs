@@ -77,6 +77,11 @@ pub async fn run_with(
         config.uplink.command_ttl,
         metrics.clone(),
     ));
+    match plane.requeue_in_flight().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "commands delivered before the restart are queued again"),
+        Err(e) => tracing::warn!("cannot requeue commands of the previous run: {e}"),
+    }
 
     let tls = if config.uplink.url.tls {
         let cert_and_key = config

@@ -359,3 +359,38 @@ async fn commands_for_offline_devices_wait_for_them_or_expire() {
     );
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_delivered_before_a_restart_is_delivered_again_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let config = write_config(dir.path(), &pki, "mqtt://127.0.0.1:1", "", "64MiB");
+    let target = roadedge::command::Target::Device {
+        protocol: Protocol::Gbt32960,
+        device: "VIN00000000000009".into(),
+    };
+    // First run: the command reaches the device, then the appliance stops before any answer.
+    let edge = start_appliance(&config).await;
+    let gateway = Arc::new(ScriptedGateway::default());
+    *gateway.online.lock().unwrap() = true;
+    edge.plane.register(Protocol::Gbt32960, gateway.clone());
+    edge.plane
+        .submit(target.clone(), br#"{"request_id":"again","Action":"Query"}"#)
+        .await
+        .unwrap();
+    assert_eq!(gateway.delivered.lock().unwrap().len(), 1);
+    edge.stop().await;
+    // Second run: the device reconnects and gets the command again.
+    let edge = start_appliance(&config).await;
+    let gateway = Arc::new(ScriptedGateway::default());
+    *gateway.online.lock().unwrap() = true;
+    edge.plane.register(Protocol::Gbt32960, gateway.clone());
+    edge.plane
+        .device_online(Protocol::Gbt32960, "VIN00000000000009")
+        .await
+        .unwrap();
+    let delivered = gateway.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1, "the unanswered command must be delivered again");
+    assert_eq!(delivered[0].request_id, "again");
+    edge.stop().await;
+}

@@ -343,6 +343,19 @@ impl CommandPlane {
         Ok(())
     }
 
+    /// Puts every command delivered by a previous run back in the queue: the connection that
+    /// would have answered it is gone (restart, crash, power cut). Call once at start.
+    pub async fn requeue_in_flight(&self) -> Result<usize, CommandError> {
+        Ok(self
+            .store
+            .write(|ctx| {
+                Ok(ctx
+                    .conn()
+                    .execute("UPDATE commands SET state='pending' WHERE state='sent'", [])?)
+            })
+            .await?)
+    }
+
     /// Puts a delivered but unanswered command back in the queue (the device disconnected).
     pub async fn release(&self, id: i64) -> Result<(), CommandError> {
         self.store
