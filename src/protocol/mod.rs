@@ -1,4 +1,4 @@
-//! Pure protocol codecs: bytes <-> typed messages <-> JSON. No tokio, no I/O, no clocks here
+//! Pure protocol codecs: bytes <-> typed messages <-> JSON. No async runtime, no I/O, no clocks here
 //! (a test in `tests/layering.rs` fails the build if that changes).
 
 pub mod gbt32960;

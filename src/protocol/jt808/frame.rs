@@ -1,6 +1,6 @@
 //! Stream framing: `0x7E` flags, `0x7D` escaping (checksum byte included) and the XOR check.
 //!
-//! Owns [`FrameDecoder`], a stream decoder in the style of tokio-util's `Decoder` without tokio,
+//! Owns [`FrameDecoder`], a stream decoder (need more / one frame / classified error) independent of any runtime,
 //! and the matching encoder. It yields [`Packet`]s: a parsed header plus the raw body bytes of one
 //! frame. It must not interpret bodies, reassemble subpackages, read clocks or do I/O.
 //!
