@@ -28,6 +28,7 @@ pub struct RunOptions {
 }
 
 /// A running appliance: what the demo and tests need to look at.
+#[derive(Clone)]
 pub struct Appliance {
     pub metrics: Arc<Metrics>,
     pub store: Store,

@@ -222,6 +222,20 @@ fn runtime_block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) ->
     }
 }
 
+/// A token cancelled on SIGTERM/SIGINT, or after `duration` when one is given (simulators, demo).
+pub fn stop_token(duration: Option<std::time::Duration>) -> CancellationToken {
+    let token = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(token.clone()));
+    if let Some(d) = duration {
+        let t = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            t.cancel();
+        });
+    }
+    token
+}
+
 /// Cancels `token` on SIGTERM or SIGINT.
 pub async fn cancel_on_signal(token: CancellationToken) {
     let term = async {

@@ -7,51 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use roadedge::app::{self, RunOptions};
-use roadedge::config::{Config, FileCheck};
 use roadedge::gateway::jt808::terminals;
 use roadedge::protocol::jt808::{ids, Body, Edition, Param, ParamsReply, Phone};
 use roadedge::sim::jt808::{location, phone_for, SimTls, Terminal};
-use roadedge::store::Store;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 const STEP: Duration = Duration::from_secs(10);
-
-struct Running {
-    store: Store,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start_appliance(config_path: &std::path::Path) -> Running {
-    let config = Config::load(config_path, FileCheck::Check).unwrap();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app::run_with(config, RunOptions::default(), s, move |a| {
-            let _ = tx.send(a.store.clone());
-        })
-        .await
-    });
-    let store = tokio::time::timeout(Duration::from_secs(10), rx)
-        .await
-        .expect("appliance started")
-        .expect("appliance reported its store");
-    Running { store, shutdown, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("graceful shutdown")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 /// A config for the test world with a `jt808` section on a free loopback port.
 fn config_with_jt808(

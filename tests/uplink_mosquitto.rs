@@ -8,63 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use roadedge::app::{self, RunOptions};
-use roadedge::command::{CommandPlane, DeviceCommand, DeviceGateway, Outcome, Protocol};
-use roadedge::config::{Config, FileCheck};
-use roadedge::metrics::Metrics;
-use roadedge::store::{Record, RecordClass, Store};
+use roadedge::command::{DeviceCommand, DeviceGateway, Outcome, Protocol};
+use roadedge::store::{Record, RecordClass};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
-
-struct Running {
-    store: Store,
-    plane: Arc<CommandPlane>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start_appliance(config_path: &std::path::Path) -> Running {
-    let config = Config::load(config_path, FileCheck::Check).unwrap();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app::run_with(config, RunOptions::default(), s, move |a| {
-            let _ = tx.send((a.store.clone(), a.plane.clone(), a.metrics.clone()));
-        })
-        .await
-    });
-    let (store, plane, metrics) = tokio::time::timeout(Duration::from_secs(10), rx)
-        .await
-        .unwrap()
-        .unwrap();
-    Running {
-        store,
-        plane,
-        metrics,
-        shutdown,
-        task,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("graceful shutdown within 10 s")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 /// A broker, a cloud subscriber and a running appliance that has announced itself online.
 struct World {
     _dir: tempfile::TempDir,
     _broker: Mosquitto,
     cloud: Cloud,
-    edge: Running,
+    edge: RunningAppliance,
 }
 
 async fn online_world(cloud_id: &str) -> World {

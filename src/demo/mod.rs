@@ -121,15 +121,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.devices, args.rate
     );
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(crate::cli::cancel_on_signal(shutdown.clone()));
-    if let Some(d) = duration {
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            s.cancel();
-        });
-    }
+    let shutdown = crate::cli::stop_token(duration);
     let tls = Arc::new(crate::tls::client_config(
         Some(&ca.ca_file),
         Some((&cloud_cert.cert, &cloud_cert.key)),

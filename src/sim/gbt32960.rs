@@ -809,8 +809,7 @@ impl SimArgs {
 pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
     let options = args.options()?;
     crate::ops::logging::init("warn");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(crate::cli::cancel_on_signal(shutdown.clone()));
+    let shutdown = crate::cli::stop_token(None);
     let stats = Arc::new(LoadStats::default());
     println!(
         "gbt32960 sim: {} vehicles ({:?}) -> {}{}, {} frames/s",

@@ -804,15 +804,7 @@ pub async fn run_cli(args: Jt808Args) -> anyhow::Result<()> {
         .map(crate::config::parse_duration)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(crate::cli::cancel_on_signal(shutdown.clone()));
-    if let Some(d) = duration {
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            s.cancel();
-        });
-    }
+    let shutdown = crate::cli::stop_token(duration);
     let stats = Arc::new(SimStats::default());
     println!(
         "simulating {} JT/T 808 terminals against {} ({:?}, {} locations/s{})",

@@ -355,3 +355,53 @@ pub fn synthetic_received(messages: &[Received]) -> Vec<Committed> {
         })
         .collect()
 }
+
+/// The appliance running inside the test process, for tests that look at its store, command plane,
+/// metrics or reader service.
+pub struct RunningAppliance {
+    pub appliance: roadedge::app::Appliance,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl std::ops::Deref for RunningAppliance {
+    type Target = roadedge::app::Appliance;
+    fn deref(&self) -> &roadedge::app::Appliance {
+        &self.appliance
+    }
+}
+
+/// Starts the appliance from a configuration file and waits until it is up.
+pub async fn start_appliance(config_path: &Path) -> RunningAppliance {
+    let config = roadedge::config::Config::load(config_path, roadedge::config::FileCheck::Check).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        roadedge::app::run_with(config, roadedge::app::RunOptions::default(), token, move |a| {
+            let _ = tx.send(a.clone());
+        })
+        .await
+    });
+    let appliance = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("the appliance started within 10 s")
+        .expect("the appliance reported itself");
+    RunningAppliance {
+        appliance,
+        shutdown,
+        task,
+    }
+}
+
+impl RunningAppliance {
+    /// Graceful shutdown, which must finish within the contract's 10 s.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("graceful shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
