@@ -70,14 +70,7 @@ async fn world(name: &str) -> World {
         .await
     });
     let metrics = tokio::time::timeout(LIMIT, rx).await.unwrap().unwrap();
-    cloud
-        .wait_for("edge online", LIMIT, |m| {
-            m.iter()
-                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
-        })
-        .await;
-    // The downstream subscriptions follow the CONNACK; give their SUBACK a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    cloud.wait_edge_online().await;
 
     let tls = |ca: &Path, pair: Option<(&Path, &Path)>| ClientTls::from_files(ca, pair, "localhost").unwrap();
     World {

@@ -2,17 +2,19 @@
 //! real store and command plane (no broker needed: what would be published is read from the
 //! outbox). Tests are named after the attack or fault they stop.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roadedge::command::{CommandPlane, EdgeInfo, Protocol, Target};
+use roadedge::command::{CommandPlane, Protocol, Target};
 use roadedge::gateway::gbt32960::{self as gateway, GatewaySettings, SessionSettings};
 use roadedge::metrics::Metrics;
 use roadedge::protocol::gbt32960::{Command, Edition, ResponseFlag, Time, Vin};
 use roadedge::sim::gbt32960::{self as sim, SimError, Terminal};
-use roadedge::store::{Store, StoreOptions};
+use roadedge::store::Store;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -30,27 +32,7 @@ struct Server {
 
 async fn server_with(idle: Duration, session: SessionSettings) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let (store, _) = Store::open(
-        StoreOptions {
-            path: dir.path().join("edge.db"),
-            max_bytes: 64 << 20,
-            edge_id: "cab-1".into(),
-        },
-        metrics.clone(),
-    )
-    .unwrap();
-    let edge = EdgeInfo {
-        edge_id: "cab-1".into(),
-        version: "test".into(),
-        started_ms: 0,
-    };
-    let plane = Arc::new(CommandPlane::new(
-        store.clone(),
-        edge,
-        Duration::from_secs(3600),
-        metrics.clone(),
-    ));
+    let (store, plane, metrics) = common::store_and_plane(dir.path(), Duration::from_secs(3600));
     let settings = GatewaySettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,

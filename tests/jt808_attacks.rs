@@ -1,11 +1,12 @@
 //! The JT/T 808 server under hostile or broken clients, on loopback, with the gateway in process
 //! (no broker needed: the outbox is checked directly). Each test is named after what it stops.
 
+mod common;
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roadedge::command::{CommandPlane, EdgeInfo};
 use roadedge::config::Jt808Auth;
 use roadedge::gateway::jt808::{spawn, ServerSettings, Settings};
 use roadedge::metrics::Metrics;
@@ -13,7 +14,7 @@ use roadedge::protocol::jt808::{
     general_result, ids, Body, Edition, Header, Message, Packet, PassThrough, ReassemblyLimits, Subpackage,
 };
 use roadedge::sim::jt808::{location, phone_for, SimError, Terminal};
-use roadedge::store::{Store, StoreOptions};
+use roadedge::store::Store;
 use tokio_util::sync::CancellationToken;
 
 const STEP: Duration = Duration::from_secs(5);
@@ -34,27 +35,7 @@ impl Drop for Server {
 
 async fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let (store, _) = Store::open(
-        StoreOptions {
-            path: dir.path().join("attacks.db"),
-            max_bytes: 64 << 20,
-            edge_id: "cab-1".into(),
-        },
-        metrics.clone(),
-    )
-    .unwrap();
-    let edge = EdgeInfo {
-        edge_id: "cab-1".into(),
-        version: "test".into(),
-        started_ms: 0,
-    };
-    let plane = Arc::new(CommandPlane::new(
-        store.clone(),
-        edge,
-        Duration::from_secs(60),
-        metrics.clone(),
-    ));
+    let (store, plane, metrics) = common::store_and_plane(dir.path(), Duration::from_secs(60));
     let listener = roadedge::link::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let shutdown = CancellationToken::new();

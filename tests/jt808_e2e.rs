@@ -95,17 +95,6 @@ async fn serve_until_results(t: &mut Terminal, cloud: &Cloud, phone: &Phone, req
     }
 }
 
-async fn wait_edge_online(cloud: &Cloud) {
-    cloud
-        .wait_for("edge online", Duration::from_secs(10), |m| {
-            m.iter()
-                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
-        })
-        .await;
-    // The downstream subscriptions follow the CONNACK.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminals_of_both_editions_report_and_answer_cloud_commands_through_the_broker() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,7 +103,7 @@ async fn terminals_of_both_editions_report_and_answer_cloud_commands_through_the
     let cloud = Cloud::connect(broker.port, &pki, "cloud-jt808").await;
     let (config, server) = config_with_jt808(dir.path(), &pki, &broker, "");
     let edge = start_appliance(&config).await;
-    wait_edge_online(&cloud).await;
+    cloud.wait_edge_online().await;
 
     let p13 = phone_for(13_800_000_000, 1, Edition::V2013);
     let p19 = phone_for(13_800_000_000, 2, Edition::V2019);
@@ -354,7 +343,7 @@ async fn an_auth_code_survives_a_restart_and_a_command_waits_for_its_offline_ter
     edge.stop().await;
 
     let edge = start_appliance(&config).await;
-    wait_edge_online(&cloud).await;
+    cloud.wait_edge_online().await;
     // While the terminal is away, the cloud asks for its attributes.
     cloud
         .publish(

@@ -27,14 +27,7 @@ async fn online_world(cloud_id: &str) -> World {
     let cloud = Cloud::connect(broker.port, &pki, cloud_id).await;
     let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let edge = start_appliance(&config).await;
-    cloud
-        .wait_for("edge online", Duration::from_secs(10), |m| {
-            m.iter()
-                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
-        })
-        .await;
-    // Subscriptions are made right after the CONNACK; give the SUBACK a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    cloud.wait_edge_online().await;
     World {
         _dir: dir,
         _broker: broker,

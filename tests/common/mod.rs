@@ -213,6 +213,16 @@ impl Cloud {
         }
     }
 
+    /// Waits for the edge's retained "online" status, then gives its downstream SUBACKs a moment.
+    pub async fn wait_edge_online(&self) {
+        self.wait_for("edge online", Duration::from_secs(10), |m| {
+            m.iter()
+                .any(|m| m.topic == "edge/cab-1/status" && m.payload["state"] == "online")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     pub async fn publish(&self, topic: &str, payload: serde_json::Value) {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&payload).unwrap())
@@ -404,4 +414,37 @@ impl RunningAppliance {
             .unwrap()
             .unwrap();
     }
+}
+
+/// A store and a command plane on a file in `dir`, for gateway tests that run without the uplink.
+pub fn store_and_plane(
+    dir: &Path,
+    command_ttl: Duration,
+) -> (
+    roadedge::store::Store,
+    Arc<roadedge::command::CommandPlane>,
+    Arc<roadedge::metrics::Metrics>,
+) {
+    let metrics = Arc::new(roadedge::metrics::Metrics::default());
+    let (store, _) = roadedge::store::Store::open(
+        roadedge::store::StoreOptions {
+            path: dir.join("edge.db"),
+            max_bytes: 64 << 20,
+            edge_id: "cab-1".into(),
+        },
+        metrics.clone(),
+    )
+    .unwrap();
+    let edge = roadedge::command::EdgeInfo {
+        edge_id: "cab-1".into(),
+        version: "test".into(),
+        started_ms: 0,
+    };
+    let plane = Arc::new(roadedge::command::CommandPlane::new(
+        store.clone(),
+        edge,
+        command_ttl,
+        metrics.clone(),
+    ));
+    (store, plane, metrics)
 }
