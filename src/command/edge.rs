@@ -1,7 +1,13 @@
-//! The edge's own actions on `edge/{id}/cmd`: `ping`, `status`. Later issues add config, rules,
-//! OTA and registry actions here; every action returns an [`Outcome`].
+//! The edge's own actions on `edge/{id}/cmd`. `ping` and `status` are built in; every other
+//! capability (registry, config, OTA, provisioning, ...) registers its actions at wiring time with
+//! [`EdgeActions::register`], so the MQTT door and the web door reach the same service method and
+//! this file stays free of their logic. Every action returns exactly one [`Outcome`].
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Value};
 
@@ -47,13 +53,65 @@ pub fn status(edge: &EdgeInfo, metrics: &Metrics) -> Value {
     })
 }
 
-/// Runs one edge command.
-pub fn execute(edge: &EdgeInfo, metrics: &Metrics, command: &Value) -> Outcome {
-    match command.get("action").and_then(Value::as_str) {
-        Some("ping") => Outcome::Answer(json!({"pong": true, "edge_id": edge.edge_id})),
-        Some("status") => Outcome::Answer(status(edge, metrics)),
-        Some(other) => Outcome::Rejected(format!("unknown action `{other}` (known: ping, status)")),
-        None => Outcome::Rejected("missing `action`".into()),
+/// The future an action returns.
+pub type ActionFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// One edge action: takes the whole command object (with `action`, `request_id` and the
+/// action's own fields) and ends in one outcome.
+pub trait EdgeAction: Send + Sync {
+    fn call(&self, command: Value) -> ActionFuture;
+}
+
+impl<F, Fut> EdgeAction for F
+where
+    F: Fn(Value) -> Fut + Send + Sync,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    fn call(&self, command: Value) -> ActionFuture {
+        Box::pin(self(command))
+    }
+}
+
+/// The table of edge actions by name.
+#[derive(Default)]
+pub struct EdgeActions {
+    actions: RwLock<BTreeMap<String, Arc<dyn EdgeAction>>>,
+}
+
+impl EdgeActions {
+    /// Makes `name` callable; a later registration of the same name replaces the earlier one.
+    pub fn register(&self, name: &str, action: impl EdgeAction + 'static) {
+        if let Ok(mut a) = self.actions.write() {
+            a.insert(name.to_string(), Arc::new(action));
+        }
+    }
+
+    /// Names of every action, built-in ones included, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = ["ping", "status"].iter().map(|s| s.to_string()).collect();
+        if let Ok(a) = self.actions.read() {
+            names.extend(a.keys().cloned());
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Runs one edge command.
+    pub async fn execute(&self, edge: &EdgeInfo, metrics: &Metrics, command: Value) -> Outcome {
+        let Some(name) = command.get("action").and_then(Value::as_str) else {
+            return Outcome::Rejected("missing `action`".into());
+        };
+        match name {
+            "ping" => return Outcome::Answer(json!({"pong": true, "edge_id": edge.edge_id})),
+            "status" => return Outcome::Answer(status(edge, metrics)),
+            _ => {}
+        }
+        let action = self.actions.read().ok().and_then(|a| a.get(name).cloned());
+        match action {
+            Some(action) => action.call(command).await,
+            None => Outcome::Rejected(format!("unknown action `{name}` (known: {})", self.names().join(", "))),
+        }
     }
 }
 
@@ -69,23 +127,41 @@ mod tests {
         }
     }
 
+    fn run(actions: &EdgeActions, command: Value) -> Outcome {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        rt.block_on(actions.execute(&edge(), &Metrics::default(), command))
+    }
+
     #[test]
     fn ping_answers_pong() {
-        let m = Metrics::default();
         assert_eq!(
-            execute(&edge(), &m, &json!({"action": "ping"})),
+            run(&EdgeActions::default(), json!({"action": "ping"})),
             Outcome::Answer(json!({"pong": true, "edge_id": "cab"}))
         );
     }
 
     #[test]
     fn unknown_or_missing_actions_are_rejected() {
-        let m = Metrics::default();
-        assert!(matches!(
-            execute(&edge(), &m, &json!({"action": "fly"})),
-            Outcome::Rejected(_)
-        ));
-        assert!(matches!(execute(&edge(), &m, &json!({})), Outcome::Rejected(_)));
+        let actions = EdgeActions::default();
+        let Outcome::Rejected(reason) = run(&actions, json!({"action": "fly"})) else {
+            panic!("not rejected")
+        };
+        assert!(reason.contains("known: ping, status"), "{reason}");
+        assert!(matches!(run(&actions, json!({})), Outcome::Rejected(_)));
+    }
+
+    #[test]
+    fn a_registered_action_gets_the_whole_command() {
+        let actions = EdgeActions::default();
+        actions.register(
+            "echo",
+            |command: Value| async move { Outcome::Answer(command["x"].clone()) },
+        );
+        assert_eq!(
+            run(&actions, json!({"action": "echo", "x": 7})),
+            Outcome::Answer(json!(7))
+        );
+        assert_eq!(actions.names(), ["echo", "ping", "status"]);
     }
 
     #[test]

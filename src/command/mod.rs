@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::store::{EnvelopeKey, Record, RecordClass, Store, StoreError};
 use crate::time::now_ms;
 
-pub use edge::EdgeInfo;
+pub use edge::{ActionFuture, EdgeAction, EdgeActions, EdgeInfo};
 
 /// The device protocols commands can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,6 +142,7 @@ pub struct CommandPlane {
     edge: EdgeInfo,
     ttl: Duration,
     gateways: RwLock<HashMap<Protocol, Arc<dyn DeviceGateway>>>,
+    edge_actions: EdgeActions,
     metrics: Arc<Metrics>,
 }
 
@@ -155,8 +156,19 @@ impl CommandPlane {
             edge,
             ttl,
             gateways: RwLock::new(HashMap::new()),
+            edge_actions: EdgeActions::default(),
             metrics,
         }
+    }
+
+    /// The edge's own actions; services register theirs here at wiring time.
+    pub fn edge_actions(&self) -> &EdgeActions {
+        &self.edge_actions
+    }
+
+    /// Who this edge is.
+    pub fn edge(&self) -> &EdgeInfo {
+        &self.edge
     }
 
     /// Makes `protocol`'s gateway reachable; commands for it are queued from now on.
@@ -248,7 +260,7 @@ impl CommandPlane {
         };
         match target {
             Target::Edge => {
-                let outcome = edge::execute(&self.edge, &self.metrics, &command);
+                let outcome = self.edge_actions.execute(&self.edge, &self.metrics, command).await;
                 Ok(self.append_result(&Target::Edge, &request_id, outcome).await?)
             }
             Target::Device { protocol, ref device } => {
