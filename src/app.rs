@@ -33,6 +33,8 @@ pub struct Appliance {
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub plane: Arc<CommandPlane>,
+    /// The edge's own alarms (raise once, clear once).
+    pub alarms: Arc<crate::ops::alarms::Alarms>,
     /// The GB/T 37987 reader service (when `readers` is configured).
     pub readers: Option<Arc<crate::reader::ReaderService>>,
 }
@@ -66,6 +68,10 @@ pub async fn run_with(
             "the database was unusable: moved aside, started with a fresh one"
         );
     }
+
+    let alarms = crate::ops::alarms::Alarms::open(store.clone())
+        .await
+        .context("loading the active alarms")?;
 
     let edge = EdgeInfo {
         edge_id: config.edge.id.to_string(),
@@ -196,6 +202,7 @@ pub async fn run_with(
         metrics: metrics.clone(),
         store: store.clone(),
         plane: plane.clone(),
+        alarms: alarms.clone(),
         readers: readers.clone(),
     });
     systemd::notify_ready();

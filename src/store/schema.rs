@@ -67,6 +67,15 @@ const MIGRATIONS: &[&str] = &[
         registered_ms    INTEGER,
         last_auth_ms     INTEGER
     );",
+    // v4: the edge's own active alarms (ops/alarms.rs): a condition raises once and clears once,
+    // also across restarts.
+    "CREATE TABLE edge_alarms (
+        name      TEXT    NOT NULL,
+        subject   TEXT    NOT NULL,
+        raised_ms INTEGER NOT NULL,
+        detail    TEXT    NOT NULL,
+        PRIMARY KEY (name, subject)
+    );",
 ];
 
 /// The schema version this build writes.
