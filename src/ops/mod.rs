@@ -1,7 +1,9 @@
-//! Operations: logging set-up, systemd notification and watchdog, system metrics, the edge's own alarms.
+//! Operations: logging set-up, systemd notification and watchdog, system metrics, the edge's own alarms,
+//! the RAUC update client.
 
 pub mod alarms;
 pub mod logging;
+pub mod rauc;
 pub mod scheduler;
 pub mod system;
 pub mod systemd;
