@@ -1,6 +1,7 @@
-//! Operations: logging set-up, systemd notification and watchdog, system metrics, the edge's own alarms.
+//! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system metrics, the edge's own alarms.
 
 pub mod alarms;
+pub mod log_ring;
 pub mod logging;
 pub mod scheduler;
 pub mod system;
