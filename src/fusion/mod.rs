@@ -2,9 +2,12 @@
 //! readers with the telemetry of GB/T 32960 and JT/T 808 vehicles into passage events, and finds
 //! the frauds electronic plates exist to catch (a cloned tag, a vehicle without its tag).
 //!
-//! Owns: the identity registry ([`registry`]), plate decoding ([`plate`]).
+//! Owns: the identity registry ([`registry`]), plate decoding ([`plate`]), the pure passage
+//! engine ([`engine`]) and its geometry ([`geo`]).
 //! Must not: delay the data path: fusion consumes committed records only, after their commit.
 
+pub mod engine;
+pub mod geo;
 pub mod plate;
 pub mod registry;
 
