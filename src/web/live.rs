@@ -273,12 +273,26 @@ fn gbt32960_position(body: &Value, v: &mut VehicleData) {
                     let west = info["Status"].as_u64().is_some_and(|s| s & 4 != 0);
                     v.latitude = Some(if south { -lat } else { lat } / 1e6);
                     v.longitude = Some(if west { -lon } else { lon } / 1e6);
-                    v.position_time = body["Data"]["Time"].as_str().map(str::to_string);
+                    v.position_time = gbt32960_time(&body["Data"]["Time"]);
                 }
             }
             _ => {}
         }
     }
+}
+
+/// A 32960 time object (`{"Year": 26, "Month": .., ...}`, the terminal's local time) as text.
+fn gbt32960_time(t: &Value) -> Option<String> {
+    let part = |k: &str| t[k].as_u64();
+    Some(format!(
+        "20{:02}-{:02}-{:02} {:02}:{:02}:{:02}",
+        part("Year")?,
+        part("Month")?,
+        part("Day")?,
+        part("Hour")?,
+        part("Minute")?,
+        part("Second")?
+    ))
 }
 
 /// Position and speed from an 808 location report (0x0200) or a batch (0x0704, its last item).
@@ -380,7 +394,7 @@ mod tests {
         let live = Live::default();
         live.observe(&committed(
             "gbt32960/LVIN1/upstream/info",
-            json!({"Cmd": 2, "Vin": "LVIN1", "Data": {"Time": "2026-01-01T00:00:00Z", "Infos": [
+            json!({"Cmd": 2, "Vin": "LVIN1", "Data": {"Time": {"Year": 26, "Month": 1, "Day": 2, "Hour": 3, "Minute": 4, "Second": 5}, "Infos": [
                 {"Type": "Vehicle", "Speed": 456, "SOC": 80},
                 {"Type": "Location", "Status": 0, "Longitude": 121473700, "Latitude": 31230400}
             ]}}),
@@ -395,6 +409,7 @@ mod tests {
             (Some(45.6), Some(80.0), Some(31.2304))
         );
         assert_eq!(car.last_kind, "info");
+        assert_eq!(car.position_time.as_deref(), Some("2026-01-02 03:04:05"));
         let truck = live.vehicle("jt808", "013900000000").unwrap();
         assert_eq!((truck.latitude, truck.speed_kmh), (Some(-31.2304), Some(60.0)));
         assert_eq!(truck.last_kind, "0x0200");
