@@ -74,6 +74,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 struct Job {
     id: u64,
     label: String,
+    /// The command's request id (its result on the response topic carries it).
+    request_id: String,
     user: String,
     started: Instant,
     started_at: String,
@@ -86,6 +88,7 @@ impl Job {
         let mut v = json!({
             "id": self.id,
             "label": self.label,
+            "request_id": self.request_id,
             "user": self.user,
             "started_at": self.started_at,
             "elapsed_s": self.started.elapsed().as_secs(),
@@ -1110,6 +1113,7 @@ async fn command(
     let job = Job {
         id,
         label: label.clone(),
+        request_id: request_id.clone(),
         user: session.user.clone(),
         started: Instant::now(),
         started_at: rfc3339_ms(now_ms()),
