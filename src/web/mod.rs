@@ -103,13 +103,17 @@ pub async fn start(config: &WebConfig, services: Services, shutdown: Cancellatio
                 .thread_name("web-blocking")
                 .build();
             match runtime {
-                Ok(rt) => rt.block_on(async move {
-                    state.spawn_live();
-                    match TcpListener::from_std(std_listener) {
-                        Ok(listener) => serve(listener, tls, state, shutdown).await,
-                        Err(e) => tracing::error!("web: cannot use the listener: {e}"),
-                    }
-                }),
+                Ok(rt) => {
+                    rt.block_on(async move {
+                        state.spawn_live();
+                        match TcpListener::from_std(std_listener) {
+                            Ok(listener) => serve(listener, tls, state, shutdown).await,
+                            Err(e) => tracing::error!("web: cannot use the listener: {e}"),
+                        }
+                    });
+                    // Reads still running on the blocking pool do not hold up the shutdown.
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                }
                 Err(e) => tracing::error!("web: cannot start the runtime: {e}"),
             }
             let _ = done_tx.send(());

@@ -13,6 +13,7 @@ function h(tag, attrs, ...kids) {
     if (k === 'class') el.className = v;
     else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else if (k === 'text') el.textContent = v;
+    else if (k === 'style') el.style.cssText = v; // through the CSSOM: the CSP forbids style attributes
     else el.setAttribute(k, v === true ? '' : v);
   }
   for (const kid of kids.flat()) {
@@ -42,12 +43,19 @@ function fmtAge(s) {
   if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
   return Math.floor(s / 86400) + ' d ' + Math.floor((s % 86400) / 3600) + ' h';
 }
+function pad2(n) { return String(n).padStart(2, '0'); }
 function fmtTime(t) {
   if (!t) return '–';
   const d = new Date(t);
   if (isNaN(d)) return String(t);
-  return d.toLocaleString('en-GB', { hour12: false });
+  return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate()) + ' ' + pad2(d.getHours()) + ':' + pad2(d.getMinutes()) + ':' + pad2(d.getSeconds());
 }
+// A terminal's BCD time YYMMDDhhmmss (its own clock, as sent) as text.
+function fmtBcdTime(t) {
+  const m = /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)$/.exec(t || '');
+  return m ? '20' + m[1] + '-' + m[2] + '-' + m[3] + ' ' + m[4] + ':' + m[5] + ':' + m[6] : (t || '–');
+}
+function sentence(text) { text = String(text || ''); return text ? text[0].toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? '' : '.') : text; }
 function since(t) { if (!t) return '–'; const d = new Date(t); return isNaN(d) ? t : fmtAge((Date.now() - d) / 1000) + ' ago'; }
 function fmtDeg(v) { return v === null || v === undefined ? '–' : Number(v).toFixed(5); }
 
@@ -76,7 +84,7 @@ async function api(method, path, body, opts) {
   return { status: r.status, data };
 }
 function errorBox(e) {
-  return h('div', { class: 'notice bad', role: 'alert' }, e.message || String(e), e.hint ? h('span', { class: 'hint' }, 'What to do: ' + e.hint) : null);
+  return h('div', { class: 'notice bad', role: 'alert' }, sentence(e.message || String(e)), e.hint ? h('span', { class: 'hint' }, 'What to do: ' + sentence(e.hint)) : null);
 }
 function toast(kind, text, hint) {
   let box = $('.toasts');
@@ -122,7 +130,7 @@ async function runCommand(into, label, method, path, body) {
       if (job.answer !== undefined && job.answer !== null) out.append(h('pre', {}, JSON.stringify(job.answer, null, 2)));
     } else {
       state.replaceWith(badge(job.result || 'failed', 'bad'));
-      out.append(h('div', { class: 'notice bad' }, job.error || 'failed', job.hint ? h('span', { class: 'hint' }, 'What to do: ' + job.hint) : null));
+      out.append(h('div', { class: 'notice bad' }, sentence(job.error || 'failed'), job.hint ? h('span', { class: 'hint' }, 'What to do: ' + sentence(job.hint)) : null));
     }
     return job;
   };
@@ -158,6 +166,7 @@ function showLogin(message) {
       try {
         const { data } = await api('POST', '/api/login', { username: user.value, password: pass.value }, { login: true });
         S.session = data;
+        S.session = (await api('GET', '/api/session')).data;
         await start();
       } catch (e) {
         err.append(errorBox(e));
@@ -264,10 +273,13 @@ function drawChart(canvas, t, series, opts) {
   const c = canvas.getContext('2d'); c.scale(dpr, dpr);
   c.clearRect(0, 0, w, hgt);
   const left = 52, right = 8, top = 8, bottom = 20;
-  const now = Date.now(), t0 = now - 3600e3;
+  // The window grows with the data: 10 minutes at first, up to the hour the appliance keeps.
+  const now = Date.now();
+  const span = Math.min(3600e3, Math.max(600e3, t.length ? now - t[0] : 0));
+  const t0 = now - span;
   let max = opts.min || 1;
   for (const s of series) for (const v of s.values) if (v !== null && v > max) max = v;
-  max *= 1.1;
+  max = opts.max ? Math.min(opts.max, max * 1.1) : max * 1.1;
   c.font = '11px system-ui, sans-serif'; c.fillStyle = '#5d6b7c'; c.strokeStyle = '#e3e8ee'; c.lineWidth = 1;
   for (let i = 0; i <= 4; i++) {
     const y = top + (hgt - top - bottom) * (i / 4);
@@ -275,11 +287,13 @@ function drawChart(canvas, t, series, opts) {
     const v = max * (1 - i / 4);
     c.fillText(opts.fmt ? opts.fmt(v) : (v >= 100 ? Math.round(v) : v.toFixed(1)), 4, y + 4);
   }
-  for (let m = 0; m <= 60; m += 15) {
-    const x = left + (w - left - right) * (m / 60);
-    c.fillText(m === 60 ? 'now' : '-' + (60 - m) + ' min', Math.min(x - 12, w - 34), hgt - 4);
+  const minutes = span / 60e3;
+  const step = minutes <= 10 ? 2 : minutes <= 30 ? 5 : 15;
+  for (let ago = 0; ago <= minutes; ago += step) {
+    const x = w - right - (w - left - right) * (ago / minutes);
+    c.fillText(ago === 0 ? 'now' : '-' + ago + ' min', Math.min(x - 12, w - 34), hgt - 4);
   }
-  const xOf = (tt) => left + (w - left - right) * ((tt - t0) / 3600e3);
+  const xOf = (tt) => left + (w - left - right) * ((tt - t0) / span);
   const yOf = (v) => top + (hgt - top - bottom) * (1 - v / max);
   for (const s of series) {
     c.strokeStyle = s.color; c.lineWidth = 2; c.beginPath();
@@ -297,7 +311,7 @@ function drawChart(canvas, t, series, opts) {
 function chartPanel(title, series) {
   const canvas = h('canvas', { class: 'chart', role: 'img', 'aria-label': title + ' over the last hour' });
   return {
-    el: h('section', { class: 'panel' }, h('h2', {}, title, h('span', { class: 'right' }, 'last hour')), canvas,
+    el: h('section', { class: 'panel' }, h('h2', {}, title, h('span', { class: 'right' }, 'up to the last hour')), canvas,
       h('div', { class: 'legend' }, series.map((s) => h('span', {}, h('i', { style: 'background:' + s.color }), s.label)))),
     draw(hist) { drawChart(canvas, hist.t, series.map((s) => ({ color: s.color, values: hist[s.key] })), s0(series)); },
   };
@@ -318,12 +332,12 @@ function viewDashboard(main) {
   main.append(h('h1', {}, 'Dashboard'));
   main.append(h('div', { class: 'grid tiles' },
     tile('Cloud uplink', 'uplink'), tile('Backlog', 'backlog'), tile('Oldest unsent', 'oldest'),
-    tile('Ingest', 'ingest'), tile('Published', 'publish'), tile('PUBACK latency', 'puback'), tile('Running', 'uptime')));
+    tile('Ingest', 'ingest'), tile('Published', 'publish'), tile('Running', 'uptime')));
   const rates = chartPanel('Records per second', [
-    { key: 'ingest', label: 'committed (from devices)', color: '#0b6bcb' },
-    { key: 'publish', label: 'published (to the cloud)', color: '#1e9c4a' }]);
-  const backlog = chartPanel('Backlog (records waiting for the cloud)', [{ key: 'backlog_rows', label: 'rows', color: '#c77700' }]);
-  const cpu = chartPanel('CPU', [{ key: 'cpu', label: 'percent of all cores', color: '#7a4cc2', opts: { min: 10, fmt: (v) => Math.round(v) + '%' } }]);
+    { key: 'ingest', label: 'from devices', color: '#0b6bcb' },
+    { key: 'publish', label: 'to the cloud', color: '#1e9c4a' }]);
+  const backlog = chartPanel('Backlog', [{ key: 'backlog_rows', label: 'rows waiting for the cloud', color: '#c77700' }]);
+  const cpu = chartPanel('CPU', [{ key: 'cpu', label: 'percent of all cores', color: '#7a4cc2', opts: { min: 10, max: 100, fmt: (v) => Math.round(v) + '%' } }]);
   main.append(h('div', { class: 'grid cols3' }, rates.el, backlog.el, cpu.el));
   const alarms = h('div'), protocols = h('div'), system = h('div'), readers = h('div');
   main.append(h('div', { class: 'grid cols2', style: 'margin-top:14px' },
@@ -344,8 +358,7 @@ function viewDashboard(main) {
       setTile('oldest', st.uplink.oldest_unsent_age_s ? fmtAge(st.uplink.oldest_unsent_age_s) : 'none', 'evicted so far: ' + fmtNum(m.store.evicted_total), st.uplink.oldest_unsent_age_s > 300 ? 'warn' : 'ok');
       const s = o.sample || {};
       setTile('ingest', (s.ingest || 0) + ' /s', 'committed: ' + fmtNum(m.store.committed_total));
-      setTile('publish', (s.publish || 0) + ' /s', 'total: ' + fmtNum(m.uplink.published_total));
-      setTile('puback', m.uplink.puback_latency_ms_p50 + ' ms', 'p99 ' + m.uplink.puback_latency_ms_p99 + ' ms');
+      setTile('publish', (s.publish || 0) + ' /s', 'PUBACK p99 ' + m.uplink.puback_latency_ms_p99 + ' ms');
       setTile('uptime', fmtAge(st.uptime_s), 'version ' + st.version);
       redraw();
       clear(alarms);
@@ -418,7 +431,7 @@ function viewReader(main, id) {
   // Add-rule form.
   const specId = h('input', { id: 'rule-id', type: 'number', min: 1, max: 4294967295, value: 10 });
   const antennas = h('input', { id: 'rule-antennas', value: '1,2' });
-  const trigger = h('select', { id: 'rule-start' }, h('option', { value: '1' }, 'immediately when started'), h('option', { value: '0' }, 'only on a start command'), h('option', { value: '2' }, 'periodic'));
+  const trigger = h('select', { id: 'rule-start' }, h('option', { value: '1' }, 'at once'), h('option', { value: '0' }, 'on start command'), h('option', { value: '2' }, 'periodic'));
   const startNow = h('input', { id: 'rule-start-now', type: 'checkbox', checked: true });
   const formErr = h('div');
   const addForm = h('form', {
@@ -571,7 +584,7 @@ function viewVehicles(main) {
     const jobs = h('div'); const err = h('div');
     clear(cmdBox).append(
       h('p', {}, 'To ', h('strong', {}, id), ' (', protocol === 'jt808' ? 'JT/T 808' : 'GB/T 32960', '). The answer appears below and on the cloud\u2019s response topic.'),
-      h('div', { class: 'form-row' }, h('div', {}, h('label', { for: 'cmd-preset' }, 'Command'), preset)),
+      h('div', { class: 'form-row' }, h('div', { class: 'wide' }, h('label', { for: 'cmd-preset' }, 'Command'), preset)),
       h('label', { for: 'cmd-json' }, 'As sent (EMQX JSON; edit if needed)'), text, err,
       h('div', { class: 'actions', style: 'margin-top:8px' }, h('button', {
         type: 'button', class: 'primary', id: 'cmd-send', onclick: () => {
@@ -594,7 +607,7 @@ function viewVehicles(main) {
         const d = v.data || {};
         return h('tr', {}, h('td', { class: 'mono' }, v.id), h('td', {}, v.online ? badge('online', 'ok') : badge('offline')), h('td', {}, d.last_kind || '–'), h('td', {}, since(d.last_time)),
           h('td', {}, fmtDeg(d.latitude)), h('td', {}, fmtDeg(d.longitude)), h('td', {}, d.speed_kmh === null || d.speed_kmh === undefined ? '–' : d.speed_kmh.toFixed(1) + ' km/h'),
-          h('td', {}, protocol === 'gbt32960' ? (d.soc === null || d.soc === undefined ? '–' : d.soc + ' %') : (d.position_time || '–')), h('td', { class: 'num' }, fmtNum(d.records)),
+          h('td', {}, protocol === 'gbt32960' ? (d.soc === null || d.soc === undefined ? '–' : d.soc + ' %') : fmtBcdTime(d.position_time)), h('td', { class: 'num' }, fmtNum(d.records)),
           h('td', {}, isAdmin() && v.online ? h('button', { type: 'button', class: 'small', onclick: () => showCommand(protocol, v.id) }, 'Command\u2026') : null));
       }))), block.vehicles.length > 200 ? h('p', { class: 'empty' }, 'Showing 200 of ' + fmtNum(block.vehicles.length) + '.') : null);
   };
