@@ -8,6 +8,7 @@
 //!
 //! Must not: be written from many connections (all writes go through [`Store::write`]).
 
+pub mod files;
 pub mod outbox;
 pub mod schema;
 mod writer;
@@ -19,7 +20,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use outbox::{EnvelopeKey, OutboxRow, Record, RecordClass};
-pub use schema::OpenReport;
+pub use schema::{OpenError, OpenReport};
 pub use writer::WriteCtx;
 
 use crate::metrics::Metrics;
@@ -36,6 +37,10 @@ pub enum StoreError {
     TooLarge(u64),
     #[error("the store is shut down")]
     Closed,
+    /// The database cannot be used right now (busy, locked by another instance, unreadable, I/O
+    /// errors, full disk): the file is left where it is.
+    #[error("database unavailable: {0}")]
+    Unavailable(OpenError),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -91,12 +96,23 @@ struct ReadPool {
 const JOB_QUEUE: usize = 8192;
 
 impl Store {
-    /// Opens the database (moving a corrupt one aside), starts the writer thread.
+    /// Takes the instance lock, opens the database (moving a corrupt one aside), starts the
+    /// writer thread. [`StoreError::Unavailable`] means the file was left alone and opening again
+    /// later may succeed.
     pub fn open(options: StoreOptions, metrics: Arc<Metrics>) -> Result<(Store, OpenReport), StoreError> {
-        let seq_base = now_ms().max(0) * 1000;
+        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| schema::classify_io(&format!("creating {}", dir.display()), &e))?;
+        }
+        let lock = files::InstanceLock::acquire(&options.path)?;
+        let mark = files::SeqMark::open(&options.path)?;
+        // A fresh database starts above every seq this edge may have handed out (the mark), and
+        // above the wall clock's base when the clock is ahead of it (a mark lost with the disk).
+        let seq_base = mark.reserved().max(now_ms().max(0) * 1000);
         let (conn, report) = schema::open(&options.path, &now_rfc3339(), seq_base)?;
         let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
-        let mut state = writer::WriterState::load(&conn, options.max_bytes, options.edge_id.clone(), metrics)?;
+        let mut state =
+            writer::WriterState::load(&conn, options.max_bytes, options.edge_id.clone(), metrics, Some(mark))?;
         let (committed_tx, committed_rx) = watch::channel(state.last_seq());
         let tap = state.tap();
         if let (Some(moved), Some(reason)) = (&report.moved_aside, &report.corruption) {
@@ -107,7 +123,12 @@ impl Store {
         }
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, state, jobs_rx, committed_tx))
+            .spawn(move || {
+                // The lock lives as long as the writer: a second instance cannot start before
+                // this one has committed its last batch.
+                let _lock = lock;
+                writer::run(conn, state, jobs_rx, committed_tx)
+            })
             .map_err(|e| StoreError::Io(format!("spawning the writer thread: {e}")))?;
         let store = Store {
             jobs: jobs_tx,

@@ -12,6 +12,7 @@ use rusqlite::{params, Connection};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::files::SeqMark;
 use super::outbox::{with_envelope, Record, RecordClass};
 use super::Committed;
 use super::{Job, StoreError};
@@ -45,6 +46,8 @@ pub(super) struct WriterState {
     pending_alarms: Vec<Record>,
     /// Set when a savepoint rolled back: counters are reloaded after the commit.
     dirty: bool,
+    /// The sequence high-water mark beside the database (absent in unit tests of the writer).
+    mark: Option<SeqMark>,
     /// Live views of committed records; fed only while someone listens.
     tap: broadcast::Sender<Arc<Committed>>,
     /// Records of the current batch for the tap, sent once COMMIT succeeded.
@@ -57,6 +60,7 @@ impl WriterState {
         max_bytes: u64,
         edge_id: String,
         metrics: Arc<Metrics>,
+        mark: Option<SeqMark>,
     ) -> Result<WriterState, StoreError> {
         let mut s = WriterState {
             next_seq: 1,
@@ -69,6 +73,7 @@ impl WriterState {
             evicted_since_alarm: 0,
             pending_alarms: Vec::new(),
             dirty: false,
+            mark,
             tap: broadcast::channel(super::TAP_CAPACITY).0,
             tapped: Vec::new(),
         };
@@ -168,6 +173,9 @@ impl WriteCtx<'_> {
             }
         }
         let seq = self.state.next_seq;
+        if let Some(mark) = self.state.mark.as_mut() {
+            mark.cover(seq)?;
+        }
         let payload = with_envelope(
             &record.body,
             record.envelope,
@@ -528,11 +536,52 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn a_fresh_database_starts_above_the_sequence_mark_whatever_the_clock_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        // A mark far above the clock's base: the situation of a cabinet booting at 1970.
+        let mark = crate::time::now_ms() * 1000 + 1_000_000_000_000_000;
+        std::fs::write(super::super::files::beside(&db, ".seq"), format!("{mark}\n")).unwrap();
+        let (store, _) = open(dir.path(), 1 << 20);
+        let first = store.append(telemetry("d", 1)).await.unwrap();
+        assert!(first > mark, "seq {first} not above the mark {mark}");
+        store.close().await;
+        // The database is lost (corrupt, moved aside): the new one still never repeats a seq.
+        std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+        let _ = std::fs::remove_file(super::super::files::beside(&db, "-wal"));
+        let (store, _) = open(dir.path(), 1 << 20);
+        let again = store.append(telemetry("d", 2)).await.unwrap();
+        assert!(again > first, "seq {again} repeats (first run reached {first})");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_is_refused_while_the_first_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path(), 1 << 20);
+        let second = Store::open(
+            StoreOptions {
+                path: dir.path().join("s.db"),
+                max_bytes: 1 << 20,
+                edge_id: "cab".into(),
+            },
+            Arc::new(Metrics::default()),
+        );
+        assert!(matches!(
+            second,
+            Err(StoreError::Unavailable(super::super::OpenError::OtherInstance(_)))
+        ));
+        store.close().await;
+        let (store, _) = open(dir.path(), 1 << 20);
+        store.close().await;
+    }
+
     #[test]
     fn writer_state_is_derivable_from_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, _) = schema::open(&dir.path().join("x.db"), "t", 100).unwrap();
-        let st = WriterState::load(&conn, 1 << 20, "cab".into(), Arc::new(Metrics::default())).unwrap();
+        let st = WriterState::load(&conn, 1 << 20, "cab".into(), Arc::new(Metrics::default()), None).unwrap();
         assert_eq!(st.next_seq, 101);
         assert_eq!(st.backlog_rows, 0);
     }
