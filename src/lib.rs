@@ -17,3 +17,4 @@ pub mod store;
 pub mod time;
 pub mod tls;
 pub mod uplink;
+pub mod web;

@@ -206,6 +206,46 @@ pub struct ReaderState {
     pub alarms_active: u64,
 }
 
+/// Counters of the web page's server: requests and every kind of refusal.
+#[derive(Debug, Default)]
+pub struct WebCounters {
+    pub requests_total: AtomicU64,
+    /// 401: no or expired session, bad login.
+    pub unauthorized_total: AtomicU64,
+    /// 403: missing or wrong CSRF token, viewer writing.
+    pub forbidden_total: AtomicU64,
+    /// 400: bad JSON or parameters.
+    pub bad_request_total: AtomicU64,
+    /// 413: bodies over their limit.
+    pub too_large_total: AtomicU64,
+    /// 429: logins of a blocked address, too many live views or jobs.
+    pub rate_limited_total: AtomicU64,
+    /// Connections answered 503 at the connection limits.
+    pub refused_total: AtomicU64,
+    /// Connections closed for sending headers or a body too slowly.
+    pub slow_closed_total: AtomicU64,
+    pub login_failures_total: AtomicU64,
+    /// Open connections.
+    pub connections: AtomicI64,
+}
+
+impl WebCounters {
+    fn snapshot(&self) -> Value {
+        json!({
+            "requests_total": self.requests_total.load(Relaxed),
+            "unauthorized_total": self.unauthorized_total.load(Relaxed),
+            "forbidden_total": self.forbidden_total.load(Relaxed),
+            "bad_request_total": self.bad_request_total.load(Relaxed),
+            "too_large_total": self.too_large_total.load(Relaxed),
+            "rate_limited_total": self.rate_limited_total.load(Relaxed),
+            "refused_total": self.refused_total.load(Relaxed),
+            "slow_closed_total": self.slow_closed_total.load(Relaxed),
+            "login_failures_total": self.login_failures_total.load(Relaxed),
+            "connections": self.connections.load(Relaxed),
+        })
+    }
+}
+
 /// Every counter of the appliance.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -216,6 +256,7 @@ pub struct Metrics {
     pub uplink: UplinkCounters,
     pub readers: Mutex<BTreeMap<String, ReaderState>>,
     pub fusion: FusionCounters,
+    pub web: WebCounters,
 }
 
 impl Metrics {
@@ -269,6 +310,7 @@ impl Metrics {
             },
             "readers": readers,
             "fusion": self.fusion.snapshot(),
+            "web": self.web.snapshot(),
             "system": system,
         })
     }

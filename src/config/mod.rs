@@ -249,7 +249,7 @@ pub enum Role {
     Viewer,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebUser {
     pub name: String,
     pub password_hash: String,

@@ -99,6 +99,10 @@ impl DeviceGateway for Registry {
             None => Err(command),
         }
     }
+
+    fn online(&self) -> Vec<String> {
+        Registry::online(self)
+    }
 }
 
 #[cfg(test)]

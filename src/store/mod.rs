@@ -253,6 +253,11 @@ impl Store {
         }
     }
 
+    /// Whether the writer still takes work (false once the store is closed or its thread died).
+    pub fn is_open(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.readers.path
