@@ -46,12 +46,22 @@ impl ConfigArg {
     }
 }
 
+#[derive(Args, Debug)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Check everything but the existence of referenced files (certificates, keys), e.g. a
+    /// cabinet's file on a laptop.
+    #[arg(long)]
+    no_file_checks: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the appliance daemon until SIGTERM/SIGINT.
     Run(ConfigArg),
     /// Validate a configuration file; print every error with its YAML path.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Read a password on stdin, print an argon2id hash for web.users[].password_hash.
     Passwd,
     /// Run the whole appliance locally with a loopback MQTT/TLS broker and simulated devices.
@@ -114,7 +124,14 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig(c) => check_config(&c.path()),
+        Command::CheckConfig(c) => {
+            let files = if c.no_file_checks {
+                FileCheck::Skip
+            } else {
+                FileCheck::Check
+            };
+            check_config(&c.config.path(), files)
+        }
         Command::Passwd => passwd(),
         Command::Run(c) => run(&c.path(), RunOptions::default()),
         Command::Sim(SimCommand::Synthetic(s)) => {
@@ -140,8 +157,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
-    match Config::load(path, FileCheck::Check) {
+fn check_config(path: &std::path::Path, files: FileCheck) -> ExitCode {
+    match Config::load(path, files) {
         Ok(_) => {
             println!("{}: valid", path.display());
             ExitCode::SUCCESS

@@ -51,6 +51,37 @@ fn check_config_prints_every_mistake_with_its_path_and_exits_2() {
 }
 
 #[test]
+fn check_config_no_file_checks_passes_the_example_that_names_absent_certificates_but_not_other_mistakes() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/roadedge.example.yaml");
+    let out = roadedge().args(["check-config", "-c", example]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "the example names a cabinet's certificates");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not exist"));
+    let out = roadedge()
+        .args(["check-config", "--no-file-checks", "-c", example])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "edge: {id: cab-1}\nuplink: {url: 'mqtts://cloud:8883', ca_file: /nowhere/ca.pem, keep_alive: soon}\n",
+    )
+    .unwrap();
+    let out = roadedge()
+        .args(["check-config", "--no-file-checks", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.lines().any(|l| l.starts_with("uplink.keep_alive:")), "{stdout}");
+    assert!(!stdout.contains("uplink.ca_file"), "{stdout}");
+}
+
+#[test]
 fn check_config_accepts_a_valid_file_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ok.yaml");

@@ -1,7 +1,10 @@
-//! Operations: logging set-up, systemd notification and watchdog, system metrics, the edge's own alarms.
+//! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system
+//! metrics, the edge's own alarms, the RAUC update client.
 
 pub mod alarms;
+pub mod log_ring;
 pub mod logging;
+pub mod rauc;
 pub mod scheduler;
 pub mod system;
 pub mod systemd;

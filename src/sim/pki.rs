@@ -64,14 +64,7 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        let files = CertFiles {
-            cert: self.dir.join(format!("{file_stem}.pem")),
-            key: self.dir.join(format!("{file_stem}.key")),
-        };
-        let write = |p: &Path, s: String| std::fs::write(p, s).map_err(|_| rcgen::Error::CouldNotParseCertificate);
-        write(&files.cert, cert.pem())?;
-        write(&files.key, key.serialize_pem())?;
-        Ok(files)
+        self.write_pair(file_stem, cert.pem(), key.serialize_pem())
     }
 
     /// A server certificate for localhost, 127.0.0.1 and ::1.
@@ -82,5 +75,27 @@ impl TestCa {
     /// A client certificate with common name `cn`.
     pub fn client(&self, file_stem: &str, cn: &str) -> Result<CertFiles, rcgen::Error> {
         self.issue(file_stem, cn, false)
+    }
+
+    /// A signing certificate with common name `cn`, as RAUC wants for signing bundles: digital
+    /// signature only and no extended key usage (so OpenSSL's default CMS purpose check passes).
+    pub fn signer(&self, file_stem: &str, cn: &str) -> Result<CertFiles, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        self.write_pair(file_stem, cert.pem(), key.serialize_pem())
+    }
+
+    fn write_pair(&self, file_stem: &str, cert: String, key: String) -> Result<CertFiles, rcgen::Error> {
+        let files = CertFiles {
+            cert: self.dir.join(format!("{file_stem}.pem")),
+            key: self.dir.join(format!("{file_stem}.key")),
+        };
+        let write = |p: &Path, s: String| std::fs::write(p, s).map_err(|_| rcgen::Error::CouldNotParseCertificate);
+        write(&files.cert, cert)?;
+        write(&files.key, key)?;
+        Ok(files)
     }
 }

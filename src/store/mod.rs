@@ -69,11 +69,27 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// returns whether it succeeded and what to do once the batch's commit outcome is known.
 type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Completion) + Send>;
 
+/// A record as it was committed, for live views (the web page's vehicles and tag reads).
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub seq: i64,
+    pub device: String,
+    /// Topic without the configured prefix.
+    pub topic: String,
+    pub received_at_ms: i64,
+    /// The record's JSON object, without the envelope.
+    pub body: Vec<u8>,
+}
+
+/// Committed records a tap listener may fall behind by before it skips (it is told how many).
+pub const TAP_CAPACITY: usize = 4096;
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<writer::Msg>,
     committed: watch::Receiver<i64>,
+    tap: tokio::sync::broadcast::Sender<Arc<Committed>>,
     readers: Arc<ReadPool>,
     alarms: Arc<alarms::AlarmSet>,
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -125,6 +141,7 @@ impl Store {
         )?;
         let alarm_set = state.alarm_set();
         let (committed_tx, committed_rx) = watch::channel(state.last_seq());
+        let tap = state.tap();
         if let (Some(moved), Some(reason)) = (&report.moved_aside, &report.corruption) {
             state.queue_alarm(
                 "store_corrupt",
@@ -157,6 +174,7 @@ impl Store {
         let store = Store {
             jobs: jobs_tx,
             committed: committed_rx,
+            tap,
             readers: Arc::new(ReadPool {
                 path: options.path,
                 idle: Mutex::new(Vec::new()),
@@ -227,6 +245,12 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Io(format!("read task failed: {e}")))?
+    }
+
+    /// Every record committed from now on, after its COMMIT. Costs nothing while nobody listens;
+    /// a listener more than [`TAP_CAPACITY`] records behind skips ahead (`RecvError::Lagged`).
+    pub fn tap(&self) -> tokio::sync::broadcast::Receiver<Arc<Committed>> {
+        self.tap.subscribe()
     }
 
     /// The highest committed `seq`; changes whenever an append commits.

@@ -23,12 +23,13 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, ErrorCode};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::alarms::{change_in, AlarmChange, AlarmSet, AlarmState};
 use super::files::SeqMark;
 use super::outbox::{with_envelope, Record, RecordClass};
 use super::space::{free_bytes, Budget, FileSizes, Reserve, SpaceOptions};
+use super::Committed;
 use super::{Job, StoreError};
 use crate::metrics::Metrics;
 
@@ -85,6 +86,10 @@ pub(super) struct WriterState {
     dirty: bool,
     /// The sequence high-water mark beside the database (absent in unit tests of the writer).
     mark: Option<SeqMark>,
+    /// Live views of committed records; fed only while someone listens.
+    tap: broadcast::Sender<Arc<Committed>>,
+    /// Records of the current transaction for the tap, sent once COMMIT succeeded.
+    tapped: Vec<Arc<Committed>>,
 }
 
 fn is_full(e: &rusqlite::Error) -> bool {
@@ -150,6 +155,8 @@ impl WriterState {
             txn_bytes: 0,
             dirty: false,
             mark,
+            tap: broadcast::channel(super::TAP_CAPACITY).0,
+            tapped: Vec::new(),
         };
         if s.alarms.is_active("disk_full", "") {
             // Still full until the file system shows otherwise (the next space check).
@@ -202,6 +209,11 @@ impl WriterState {
     /// The active set shared with the alarm service.
     pub(super) fn alarm_set(&self) -> Arc<AlarmSet> {
         self.alarms.clone()
+    }
+
+    /// The sender of the committed-records tap (see `Store::tap`).
+    pub(super) fn tap(&self) -> broadcast::Sender<Arc<Committed>> {
+        self.tap.clone()
     }
 
     fn publish_gauges(&self, conn: &Connection) {
@@ -395,6 +407,15 @@ impl WriteCtx<'_> {
             }
             Err(e) => return Err(e.into()),
         }
+        if self.state.tap.receiver_count() > 0 {
+            self.state.tapped.push(Arc::new(Committed {
+                seq,
+                device: record.device.clone(),
+                topic: record.topic.clone(),
+                received_at_ms: record.received_at_ms,
+                body: record.body.clone(),
+            }));
+        }
         self.state.next_seq += 1;
         self.state.backlog_bytes += cost;
         self.state.backlog_rows += 1;
@@ -535,6 +556,7 @@ pub(super) fn run(
 fn run_job(conn: &Connection, state: &mut WriterState, job: Job) -> super::Completion {
     let _ = conn.execute_batch("SAVEPOINT job");
     let alarms_before = state.txn_alarms.len();
+    let tapped_before = state.tapped.len();
     let mut ctx = WriteCtx { conn, state };
     let (ok, completion) = job(&mut ctx);
     if ok {
@@ -542,6 +564,7 @@ fn run_job(conn: &Connection, state: &mut WriterState, job: Job) -> super::Compl
     } else {
         let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
         state.txn_alarms.truncate(alarms_before);
+        state.tapped.truncate(tapped_before);
         state.dirty = true;
     }
     completion
@@ -561,6 +584,7 @@ fn apply_pending_alarms(conn: &Connection, state: &mut WriterState) {
         for change in pending {
             let _ = conn.execute_batch("SAVEPOINT alarm");
             let before = state.txn_alarms.len();
+            let tapped_before = state.tapped.len();
             match change_in(&mut WriteCtx { conn, state }, &change) {
                 Ok(_) => {
                     let _ = conn.execute_batch("RELEASE alarm");
@@ -568,6 +592,7 @@ fn apply_pending_alarms(conn: &Connection, state: &mut WriterState) {
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK TO alarm; RELEASE alarm");
                     state.txn_alarms.truncate(before);
+                    state.tapped.truncate(tapped_before);
                     tracing::warn!(alarm = change.name, "cannot record the alarm change yet: {e}");
                     kept.push(change);
                 }
@@ -620,12 +645,17 @@ fn finish(
                 }
             }
             state.alarms.apply(&changes);
+            for record in state.tapped.drain(..) {
+                // No receiver left, or one lagging behind: live views only, nothing is lost here.
+                let _ = state.tap.send(record);
+            }
         }
         Err(e) => {
             tracing::error!("commit failed, {} jobs not done: {e}", completions.len());
             state.metrics.store.write_errors_total.fetch_add(1, Relaxed);
             let _ = conn.execute_batch("ROLLBACK");
             state.dirty = true;
+            state.tapped.clear();
         }
     }
     if state.dirty {
@@ -820,6 +850,28 @@ mod tests {
         )
         .unwrap();
         (s, metrics)
+    }
+
+    #[tokio::test]
+    async fn the_tap_sees_committed_records_only_and_not_those_of_a_failed_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path(), 1 << 20);
+        let mut tap = store.tap();
+        let kept = store.append(telemetry("d", 1)).await.unwrap();
+        let failed = store
+            .write(|ctx| {
+                ctx.append(&telemetry("d", 2))?;
+                Err::<(), _>(StoreError::Io("the job fails after appending".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        let also = store.append(telemetry("e", 3)).await.unwrap();
+        let first = tap.recv().await.unwrap();
+        let second = tap.recv().await.unwrap();
+        assert_eq!((first.seq, first.device.as_str()), (kept, "d"));
+        assert_eq!((second.seq, second.topic.as_str()), (also, "t/e"));
+        assert!(tap.try_recv().is_err(), "the failed job's record was not tapped");
+        store.close().await;
     }
 
     #[tokio::test]
