@@ -23,6 +23,8 @@ pub struct ProtocolCounters {
     pub refused_total: AtomicU64,
     /// TLS handshakes that failed (bad or missing client certificate, timeouts).
     pub handshake_failures: AtomicU64,
+    /// Commits that failed, their messages refused to the device (it sends them again).
+    pub commit_refusals: AtomicU64,
 }
 
 impl ProtocolCounters {
@@ -35,6 +37,7 @@ impl ProtocolCounters {
             "bytes_in": self.bytes_in.load(Relaxed),
             "refused_total": self.refused_total.load(Relaxed),
             "handshake_failures": self.handshake_failures.load(Relaxed),
+            "commit_refusals": self.commit_refusals.load(Relaxed),
         })
     }
 }
