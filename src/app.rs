@@ -37,6 +37,57 @@ pub struct Appliance {
     pub alarms: Arc<crate::ops::alarms::Alarms>,
     /// The GB/T 37987 reader service (when `readers` is configured).
     pub readers: Option<Arc<crate::reader::ReaderService>>,
+    /// The identity registry (plates, VINs, phones, tags): the service the `registry.*` edge
+    /// commands and the web page call.
+    pub registry: Arc<crate::fusion::Registry>,
+}
+
+/// Delays between attempts to open a database that is busy, locked by another instance,
+/// unreadable or failing; after the last one the start fails (exit 1) and systemd restarts the unit.
+const STORE_RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
+/// Opens the store, retrying with backoff while it is unavailable (never moving it aside for
+/// that). `None` when `shutdown` came first.
+async fn open_store(
+    options: StoreOptions,
+    metrics: Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(Store, crate::store::OpenReport)>> {
+    let path = options.path.clone();
+    let mut delays = STORE_RETRY_DELAYS.iter();
+    loop {
+        let attempt = {
+            let (options, metrics) = (options.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || Store::open(options, metrics))
+                .await
+                .context("the store opening task failed")?
+        };
+        match attempt {
+            Ok(opened) => return Ok(Some(opened)),
+            Err(crate::store::StoreError::Unavailable(why)) => match delays.next() {
+                Some(delay) => {
+                    tracing::error!(path = %path.display(), "the database is not usable now ({why}); it is left in place, retrying in {delay:?}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(*delay) => {}
+                    }
+                }
+                None => {
+                    return Err(anyhow::anyhow!(
+                        "the database at {} stayed unusable ({why}); it was left in place; giving up so the service manager restarts us",
+                        path.display()
+                    ))
+                }
+            },
+            Err(e) => return Err(e).with_context(|| format!("opening the store at {}", path.display())),
+        }
+    }
 }
 
 /// Runs the appliance until `shutdown` is cancelled.
@@ -52,15 +103,14 @@ pub async fn run_with(
     started: impl FnOnce(&Appliance),
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let (store, report) = Store::open(
-        StoreOptions {
-            path: config.storage.path.clone(),
-            max_bytes: config.storage.max_bytes,
-            edge_id: config.edge.id.to_string(),
-        },
-        metrics.clone(),
-    )
-    .with_context(|| format!("opening the store at {}", config.storage.path.display()))?;
+    let store_options = StoreOptions {
+        path: config.storage.path.clone(),
+        max_bytes: config.storage.max_bytes,
+        edge_id: config.edge.id.to_string(),
+    };
+    let Some((store, report)) = open_store(store_options, metrics.clone(), &shutdown).await? else {
+        return Ok(());
+    };
     if let Some(moved) = &report.moved_aside {
         tracing::error!(
             moved_to = %moved.display(),
@@ -84,6 +134,16 @@ pub async fn run_with(
         config.uplink.command_ttl,
         metrics.clone(),
     ));
+    let registry_max = config
+        .fusion
+        .as_ref()
+        .map_or(crate::config::FusionConfig::DEFAULT_REGISTRY_MAX_ENTRIES, |f| {
+            f.registry_max_entries
+        });
+    let registry = crate::fusion::Registry::open(store.clone(), registry_max, metrics.clone())
+        .await
+        .context("opening the identity registry")?;
+    crate::fusion::registry::register_actions(registry.clone(), plane.edge_actions());
     match plane.requeue_in_flight().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(n, "commands delivered before the restart are queued again"),
@@ -204,6 +264,7 @@ pub async fn run_with(
         plane: plane.clone(),
         alarms: alarms.clone(),
         readers: readers.clone(),
+        registry: registry.clone(),
     });
     systemd::notify_ready();
     tracing::info!(edge = %config.edge.id, version = VERSION, "roadedge running");

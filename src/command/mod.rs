@@ -12,7 +12,7 @@
 mod edge;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rusqlite::params;
@@ -134,7 +134,16 @@ pub trait DeviceGateway: Send + Sync {
 pub enum CommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0} commands are already waiting for their result; try again when one has ended")]
+    Busy(usize),
+    #[error("a command with request_id `{0}` is already waiting for its result")]
+    DuplicateRequest(String),
 }
+
+/// Commands that may wait for their result at once through [`CommandPlane::submit_and_wait`].
+pub const MAX_WAITING_COMMANDS: usize = 256;
+
+type WaiterKey = (String, String);
 
 /// The command plane; shared as `Arc<CommandPlane>`.
 pub struct CommandPlane {
@@ -144,6 +153,8 @@ pub struct CommandPlane {
     gateways: RwLock<HashMap<Protocol, Arc<dyn DeviceGateway>>>,
     edge_actions: EdgeActions,
     metrics: Arc<Metrics>,
+    /// Callers of `submit_and_wait` by (target key, request id), told the command's one result.
+    waiters: Mutex<HashMap<WaiterKey, tokio::sync::oneshot::Sender<Outcome>>>,
 }
 
 /// Largest command payload accepted.
@@ -158,6 +169,65 @@ impl CommandPlane {
             gateways: RwLock::new(HashMap::new()),
             edge_actions: EdgeActions::default(),
             metrics,
+            waiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a command like [`CommandPlane::submit`] (same path, same result record on the
+    /// response topic) and waits up to `limit` for its one result: the web page's door. `None`
+    /// when it has not ended by then (a device command waiting for its device keeps waiting in
+    /// the queue and still ends in exactly one result).
+    pub async fn submit_and_wait(
+        &self,
+        target: Target,
+        command: &Value,
+        limit: Duration,
+    ) -> Result<Option<Outcome>, CommandError> {
+        let request_id = match command.get("request_id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let key = (target.key(), request_id.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut waiters = self.waiters.lock().map_err(|_| CommandError::Busy(0))?;
+            if waiters.len() >= MAX_WAITING_COMMANDS {
+                return Err(CommandError::Busy(waiters.len()));
+            }
+            if waiters.contains_key(&key) {
+                return Err(CommandError::DuplicateRequest(request_id));
+            }
+            waiters.insert(key.clone(), tx);
+        }
+        let payload = serde_json::to_vec(command).unwrap_or_default();
+        let submitted = self.submit(target, &payload).await;
+        let outcome = match submitted {
+            Ok(()) => tokio::time::timeout(limit, rx).await.ok().and_then(Result::ok),
+            Err(e) => {
+                self.forget_waiter(&key);
+                return Err(e);
+            }
+        };
+        self.forget_waiter(&key);
+        Ok(outcome)
+    }
+
+    fn forget_waiter(&self, key: &WaiterKey) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(key);
+        }
+    }
+
+    /// Tells a `submit_and_wait` caller its command's result.
+    fn notify(&self, target: &str, request_id: &str, outcome: &Outcome) {
+        let waiter = self
+            .waiters
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&(target.to_string(), request_id.to_string())));
+        if let Some(tx) = waiter {
+            let _ = tx.send(outcome.clone());
         }
     }
 
@@ -383,7 +453,8 @@ impl CommandPlane {
     /// Ends command `id` with `outcome`: one result, the first completion wins.
     pub async fn complete(&self, id: i64, outcome: Outcome) -> Result<bool, CommandError> {
         let state = outcome_state(&outcome);
-        Ok(self
+        let recorded = outcome.clone();
+        let ended = self
             .store
             .write(move |ctx| {
                 let row: Option<(String, String)> = ctx
@@ -400,20 +471,27 @@ impl CommandPlane {
                         e => Err(e),
                     })?;
                 let Some((target, request_id)) = row else {
-                    return Ok(false);
+                    return Ok(None);
                 };
-                if let Some(target) = Target::from_key(&target) {
+                if let Some(parsed) = Target::from_key(&target) {
                     let edge_id = ctx.edge_id().to_string();
-                    ctx.append(&result_record(&target, &request_id, &outcome, &edge_id))?;
+                    ctx.append(&result_record(&parsed, &request_id, &recorded, &edge_id))?;
                 }
-                Ok(true)
+                Ok(Some((target, request_id)))
             })
-            .await?)
+            .await?;
+        match ended {
+            Some((target, request_id)) => {
+                self.notify(&target, &request_id, &outcome);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Ends every command whose TTL has passed with `expired`; returns how many.
     pub async fn expire_due(&self) -> Result<usize, CommandError> {
-        Ok(self
+        let expired = self
             .store
             .write(move |ctx| {
                 let now = now_ms();
@@ -433,14 +511,20 @@ impl CommandPlane {
                         ctx.append(&result_record(&target, request_id, &Outcome::Expired, &edge_id))?;
                     }
                 }
-                Ok(expired.len())
+                Ok(expired)
             })
-            .await?)
+            .await?;
+        for (target, request_id) in &expired {
+            self.notify(target, request_id, &Outcome::Expired);
+        }
+        Ok(expired.len())
     }
 
     async fn append_result(&self, target: &Target, request_id: &str, outcome: Outcome) -> Result<(), StoreError> {
         let record = result_record(target, request_id, &outcome, &self.edge.edge_id);
-        self.store.append(record).await.map(|_| ())
+        self.store.append(record).await?;
+        self.notify(&target.key(), request_id, &outcome);
+        Ok(())
     }
 
     /// Periodically expires commands; runs until `shutdown`.

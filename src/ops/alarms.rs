@@ -28,6 +28,21 @@ pub struct ActiveAlarm {
     pub detail: Value,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Raised,
+    Cleared,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Raised => "raised",
+            State::Cleared => "cleared",
+        }
+    }
+}
+
 /// The alarm service; shared as `Arc<Alarms>`.
 pub struct Alarms {
     store: Store,
@@ -66,68 +81,65 @@ impl Alarms {
     /// Raises `name` about `subject` unless it is already active. Returns whether this call
     /// raised it (and so published a `raised` record).
     pub async fn raise(&self, name: &str, subject: &str, detail: Value) -> Result<bool, StoreError> {
-        if self.is_active(name, subject) {
-            return Ok(false);
-        }
-        let (n, s, d) = (name.to_string(), subject.to_string(), detail.clone());
-        let raised_ms = now_ms();
-        let raised = self
-            .store
-            .write(move |ctx| {
-                let inserted = ctx.conn().execute(
-                    "INSERT OR IGNORE INTO edge_alarms(name, subject, raised_ms, detail) VALUES (?1, ?2, ?3, ?4)",
-                    params![n, s, raised_ms, d.to_string()],
-                )? == 1;
-                if inserted {
-                    let record = alarm_record(ctx.edge_id(), &n, "raised", &s, &d);
-                    ctx.append(&record)?;
-                }
-                Ok(inserted)
-            })
-            .await?;
-        if raised {
-            tracing::warn!(alarm = name, subject, %detail, "alarm raised");
-        }
-        if let Ok(mut active) = self.active.lock() {
-            active
-                .entry((name.to_string(), subject.to_string()))
-                .or_insert(ActiveAlarm {
-                    name: name.to_string(),
-                    subject: subject.to_string(),
-                    raised_ms,
-                    detail,
-                });
-        }
-        Ok(raised)
+        self.change(name, subject, detail, State::Raised).await
     }
 
     /// Clears `name` about `subject` if it is active. Returns whether this call cleared it.
     pub async fn clear(&self, name: &str, subject: &str, detail: Value) -> Result<bool, StoreError> {
-        if !self.is_active(name, subject) {
+        self.change(name, subject, detail, State::Cleared).await
+    }
+
+    /// Moves a condition to `to`. The row changes in the same transaction that appends the
+    /// record, guarded by the row itself, so concurrent callers publish one record between them.
+    async fn change(&self, name: &str, subject: &str, detail: Value, to: State) -> Result<bool, StoreError> {
+        if self.is_active(name, subject) == (to == State::Raised) {
             return Ok(false);
         }
         let (n, s, d) = (name.to_string(), subject.to_string(), detail.clone());
-        let cleared = self
+        let raised_ms = now_ms();
+        let changed = self
             .store
             .write(move |ctx| {
-                let deleted = ctx.conn().execute(
-                    "DELETE FROM edge_alarms WHERE name = ?1 AND subject = ?2",
-                    params![n, s],
-                )? == 1;
-                if deleted {
-                    let record = alarm_record(ctx.edge_id(), &n, "cleared", &s, &d);
+                let changed = match to {
+                    State::Raised => ctx.conn().execute(
+                        "INSERT OR IGNORE INTO edge_alarms(name, subject, raised_ms, detail) VALUES (?1, ?2, ?3, ?4)",
+                        params![n, s, raised_ms, d.to_string()],
+                    )?,
+                    State::Cleared => ctx.conn().execute(
+                        "DELETE FROM edge_alarms WHERE name = ?1 AND subject = ?2",
+                        params![n, s],
+                    )?,
+                } == 1;
+                if changed {
+                    let record = alarm_record(ctx.edge_id(), &n, to.name(), &s, &d);
                     ctx.append(&record)?;
                 }
-                Ok(deleted)
+                Ok(changed)
             })
             .await?;
-        if cleared {
-            tracing::info!(alarm = name, subject, %detail, "alarm cleared");
+        if changed {
+            match to {
+                State::Raised => tracing::warn!(alarm = name, subject, %detail, "alarm raised"),
+                State::Cleared => tracing::info!(alarm = name, subject, %detail, "alarm cleared"),
+            }
         }
         if let Ok(mut active) = self.active.lock() {
-            active.remove(&(name.to_string(), subject.to_string()));
+            let key = (name.to_string(), subject.to_string());
+            match to {
+                State::Raised => {
+                    active.entry(key).or_insert(ActiveAlarm {
+                        name: name.to_string(),
+                        subject: subject.to_string(),
+                        raised_ms,
+                        detail,
+                    });
+                }
+                State::Cleared => {
+                    active.remove(&key);
+                }
+            }
         }
-        Ok(cleared)
+        Ok(changed)
     }
 
     /// Whether `name` about `subject` is active.

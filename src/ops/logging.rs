@@ -1,6 +1,10 @@
 //! Logging: `tracing` to journald when started by systemd (`JOURNAL_STREAM` set), else to stderr.
 //! `RUST_LOG` wins over `logging.level` so a field engineer can raise verbosity without editing
-//! the configuration.
+//! the configuration. Every event that passes the filter is also kept in the in-memory log ring
+//! (`ops::log_ring`) the web page shows. Colours only when stderr is a terminal: piped or
+//! redirected output stays plain text.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -13,7 +17,9 @@ pub fn init(level: &str) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(super::log_ring::layer());
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
             Ok(journald) => {
@@ -26,6 +32,10 @@ pub fn init(level: &str) {
         }
     }
     let _ = registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
         .try_init();
 }

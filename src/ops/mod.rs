@@ -1,7 +1,8 @@
-//! Operations: logging set-up, systemd notification and watchdog, system metrics, the edge's own alarms,
-//! the RAUC update client.
+//! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system
+//! metrics, the edge's own alarms, the RAUC update client.
 
 pub mod alarms;
+pub mod log_ring;
 pub mod logging;
 pub mod rauc;
 pub mod scheduler;

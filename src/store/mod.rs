@@ -8,6 +8,7 @@
 //!
 //! Must not: be written from many connections (all writes go through [`Store::write`]).
 
+pub mod files;
 pub mod outbox;
 pub mod schema;
 mod writer;
@@ -19,7 +20,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use outbox::{EnvelopeKey, OutboxRow, Record, RecordClass};
-pub use schema::OpenReport;
+pub use schema::{OpenError, OpenReport};
 pub use writer::WriteCtx;
 
 use crate::metrics::Metrics;
@@ -36,6 +37,10 @@ pub enum StoreError {
     TooLarge(u64),
     #[error("the store is shut down")]
     Closed,
+    /// The database cannot be used right now (busy, locked by another instance, unreadable, I/O
+    /// errors, full disk): the file is left where it is.
+    #[error("database unavailable: {0}")]
+    Unavailable(OpenError),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -57,11 +62,27 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// returns whether it succeeded and what to do once the batch's commit outcome is known.
 type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Completion) + Send>;
 
+/// A record as it was committed, for live views (the web page's vehicles and tag reads).
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub seq: i64,
+    pub device: String,
+    /// Topic without the configured prefix.
+    pub topic: String,
+    pub received_at_ms: i64,
+    /// The record's JSON object, without the envelope.
+    pub body: Vec<u8>,
+}
+
+/// Committed records a tap listener may fall behind by before it skips (it is told how many).
+pub const TAP_CAPACITY: usize = 4096;
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<writer::Msg>,
     committed: watch::Receiver<i64>,
+    tap: tokio::sync::broadcast::Sender<Arc<Committed>>,
     readers: Arc<ReadPool>,
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -75,13 +96,25 @@ struct ReadPool {
 const JOB_QUEUE: usize = 8192;
 
 impl Store {
-    /// Opens the database (moving a corrupt one aside), starts the writer thread.
+    /// Takes the instance lock, opens the database (moving a corrupt one aside), starts the
+    /// writer thread. [`StoreError::Unavailable`] means the file was left alone and opening again
+    /// later may succeed.
     pub fn open(options: StoreOptions, metrics: Arc<Metrics>) -> Result<(Store, OpenReport), StoreError> {
-        let seq_base = now_ms().max(0) * 1000;
+        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| schema::classify_io(&format!("creating {}", dir.display()), &e))?;
+        }
+        let lock = files::InstanceLock::acquire(&options.path)?;
+        let mark = files::SeqMark::open(&options.path)?;
+        // A fresh database starts above every seq this edge may have handed out (the mark), and
+        // above the wall clock's base when the clock is ahead of it (a mark lost with the disk).
+        let seq_base = mark.reserved().max(now_ms().max(0) * 1000);
         let (conn, report) = schema::open(&options.path, &now_rfc3339(), seq_base)?;
         let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
-        let mut state = writer::WriterState::load(&conn, options.max_bytes, options.edge_id.clone(), metrics)?;
+        let mut state =
+            writer::WriterState::load(&conn, options.max_bytes, options.edge_id.clone(), metrics, Some(mark))?;
         let (committed_tx, committed_rx) = watch::channel(state.last_seq());
+        let tap = state.tap();
         if let (Some(moved), Some(reason)) = (&report.moved_aside, &report.corruption) {
             state.queue_alarm(
                 "store_corrupt",
@@ -90,11 +123,17 @@ impl Store {
         }
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, state, jobs_rx, committed_tx))
+            .spawn(move || {
+                // The lock lives as long as the writer: a second instance cannot start before
+                // this one has committed its last batch.
+                let _lock = lock;
+                writer::run(conn, state, jobs_rx, committed_tx)
+            })
             .map_err(|e| StoreError::Io(format!("spawning the writer thread: {e}")))?;
         let store = Store {
             jobs: jobs_tx,
             committed: committed_rx,
+            tap,
             readers: Arc::new(ReadPool {
                 path: options.path,
                 idle: Mutex::new(Vec::new()),
@@ -164,6 +203,12 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Io(format!("read task failed: {e}")))?
+    }
+
+    /// Every record committed from now on, after its COMMIT. Costs nothing while nobody listens;
+    /// a listener more than [`TAP_CAPACITY`] records behind skips ahead (`RecvError::Lagged`).
+    pub fn tap(&self) -> tokio::sync::broadcast::Receiver<Arc<Committed>> {
+        self.tap.subscribe()
     }
 
     /// The highest committed `seq`; changes whenever an append commits.

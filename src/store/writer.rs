@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
+use super::files::SeqMark;
 use super::outbox::{with_envelope, Record, RecordClass};
+use super::Committed;
 use super::{Job, StoreError};
 use crate::metrics::Metrics;
 
@@ -44,6 +46,12 @@ pub(super) struct WriterState {
     pending_alarms: Vec<Record>,
     /// Set when a savepoint rolled back: counters are reloaded after the commit.
     dirty: bool,
+    /// The sequence high-water mark beside the database (absent in unit tests of the writer).
+    mark: Option<SeqMark>,
+    /// Live views of committed records; fed only while someone listens.
+    tap: broadcast::Sender<Arc<Committed>>,
+    /// Records of the current batch for the tap, sent once COMMIT succeeded.
+    tapped: Vec<Arc<Committed>>,
 }
 
 impl WriterState {
@@ -52,6 +60,7 @@ impl WriterState {
         max_bytes: u64,
         edge_id: String,
         metrics: Arc<Metrics>,
+        mark: Option<SeqMark>,
     ) -> Result<WriterState, StoreError> {
         let mut s = WriterState {
             next_seq: 1,
@@ -64,6 +73,9 @@ impl WriterState {
             evicted_since_alarm: 0,
             pending_alarms: Vec::new(),
             dirty: false,
+            mark,
+            tap: broadcast::channel(super::TAP_CAPACITY).0,
+            tapped: Vec::new(),
         };
         s.reload(conn)?;
         Ok(s)
@@ -103,6 +115,11 @@ impl WriterState {
 
     pub(super) fn last_seq(&self) -> i64 {
         self.next_seq - 1
+    }
+
+    /// The sender of the committed-records tap (see `Store::tap`).
+    pub(super) fn tap(&self) -> broadcast::Sender<Arc<Committed>> {
+        self.tap.clone()
     }
 
     fn publish_gauges(&self, conn: &Connection) {
@@ -156,6 +173,9 @@ impl WriteCtx<'_> {
             }
         }
         let seq = self.state.next_seq;
+        if let Some(mark) = self.state.mark.as_mut() {
+            mark.cover(seq)?;
+        }
         let payload = with_envelope(
             &record.body,
             record.envelope,
@@ -187,6 +207,15 @@ impl WriteCtx<'_> {
                 insert(self.conn)?;
             }
             Err(e) => return Err(e.into()),
+        }
+        if self.state.tap.receiver_count() > 0 {
+            self.state.tapped.push(Arc::new(Committed {
+                seq,
+                device: record.device.clone(),
+                topic: record.topic.clone(),
+                received_at_ms: record.received_at_ms,
+                body: record.body.clone(),
+            }));
         }
         self.state.next_seq += 1;
         self.state.backlog_bytes += cost;
@@ -327,12 +356,14 @@ fn commit_batch(conn: &Connection, state: &mut WriterState, batch: Vec<Job>, com
     }
     for job in batch {
         let _ = conn.execute_batch("SAVEPOINT job");
+        let tapped_before = state.tapped.len();
         let mut ctx = WriteCtx { conn, state };
         let (ok, completion) = job(&mut ctx);
         if ok {
             let _ = conn.execute_batch("RELEASE job");
         } else {
             let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            state.tapped.truncate(tapped_before);
             state.dirty = true;
         }
         completions.push(completion);
@@ -350,6 +381,11 @@ fn commit_batch(conn: &Connection, state: &mut WriterState, batch: Vec<Job>, com
         state.metrics.store.write_errors_total.fetch_add(1, Relaxed);
         let _ = conn.execute_batch("ROLLBACK");
         state.dirty = true;
+        state.tapped.clear();
+    }
+    for record in state.tapped.drain(..) {
+        // No receiver left, or one lagging behind: live views only, nothing is lost here.
+        let _ = state.tap.send(record);
     }
     if state.dirty {
         if let Err(e) = state.reload(conn) {
@@ -391,6 +427,28 @@ mod tests {
         )
         .unwrap();
         (s, metrics)
+    }
+
+    #[tokio::test]
+    async fn the_tap_sees_committed_records_only_and_not_those_of_a_failed_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path(), 1 << 20);
+        let mut tap = store.tap();
+        let kept = store.append(telemetry("d", 1)).await.unwrap();
+        let failed = store
+            .write(|ctx| {
+                ctx.append(&telemetry("d", 2))?;
+                Err::<(), _>(StoreError::Io("the job fails after appending".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        let also = store.append(telemetry("e", 3)).await.unwrap();
+        let first = tap.recv().await.unwrap();
+        let second = tap.recv().await.unwrap();
+        assert_eq!((first.seq, first.device.as_str()), (kept, "d"));
+        assert_eq!((second.seq, second.topic.as_str()), (also, "t/e"));
+        assert!(tap.try_recv().is_err(), "the failed job's record was not tapped");
+        store.close().await;
     }
 
     #[tokio::test]
@@ -478,11 +536,52 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn a_fresh_database_starts_above_the_sequence_mark_whatever_the_clock_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        // A mark far above the clock's base: the situation of a cabinet booting at 1970.
+        let mark = crate::time::now_ms() * 1000 + 1_000_000_000_000_000;
+        std::fs::write(super::super::files::beside(&db, ".seq"), format!("{mark}\n")).unwrap();
+        let (store, _) = open(dir.path(), 1 << 20);
+        let first = store.append(telemetry("d", 1)).await.unwrap();
+        assert!(first > mark, "seq {first} not above the mark {mark}");
+        store.close().await;
+        // The database is lost (corrupt, moved aside): the new one still never repeats a seq.
+        std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+        let _ = std::fs::remove_file(super::super::files::beside(&db, "-wal"));
+        let (store, _) = open(dir.path(), 1 << 20);
+        let again = store.append(telemetry("d", 2)).await.unwrap();
+        assert!(again > first, "seq {again} repeats (first run reached {first})");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_is_refused_while_the_first_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path(), 1 << 20);
+        let second = Store::open(
+            StoreOptions {
+                path: dir.path().join("s.db"),
+                max_bytes: 1 << 20,
+                edge_id: "cab".into(),
+            },
+            Arc::new(Metrics::default()),
+        );
+        assert!(matches!(
+            second,
+            Err(StoreError::Unavailable(super::super::OpenError::OtherInstance(_)))
+        ));
+        store.close().await;
+        let (store, _) = open(dir.path(), 1 << 20);
+        store.close().await;
+    }
+
     #[test]
     fn writer_state_is_derivable_from_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, _) = schema::open(&dir.path().join("x.db"), "t", 100).unwrap();
-        let st = WriterState::load(&conn, 1 << 20, "cab".into(), Arc::new(Metrics::default())).unwrap();
+        let st = WriterState::load(&conn, 1 << 20, "cab".into(), Arc::new(Metrics::default()), None).unwrap();
         assert_eq!(st.next_seq, 101);
         assert_eq!(st.backlog_rows, 0);
     }
