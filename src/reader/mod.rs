@@ -324,7 +324,7 @@ impl ReaderService {
                     .filter_map(|e| {
                         let name = e.file_name().into_string().ok()?;
                         let meta = e.metadata().ok()?;
-                        (meta.is_file() && firmware_name_ok(&name)).then(|| (name, meta.len()))
+                        (meta.is_file() && firmware_name_ok(&name)).then_some((name, meta.len()))
                     })
                     .collect()
             })

@@ -124,7 +124,7 @@ impl Live {
             .lock()
             .map(|v| v.values().cloned().collect())
             .unwrap_or_default();
-        list.sort_by(|a, b| b.last_ms.cmp(&a.last_ms));
+        list.sort_by_key(|v| std::cmp::Reverse(v.last_ms));
         list
     }
 
