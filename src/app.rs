@@ -38,6 +38,9 @@ pub struct Appliance {
     pub alarms: Arc<crate::ops::alarms::Alarms>,
     /// The GB/T 37987 reader service (when `readers` is configured).
     pub readers: Option<Arc<crate::reader::ReaderService>>,
+    /// The identity registry (plates, VINs, phones, tags): the service the `registry.*` edge
+    /// commands and the web page call.
+    pub registry: Arc<crate::fusion::Registry>,
     /// Where the web page is served (when `web` is configured).
     pub web: Option<std::net::SocketAddr>,
 }
@@ -134,6 +137,16 @@ pub async fn run_with(
         config.uplink.command_ttl,
         metrics.clone(),
     ));
+    let registry_max = config
+        .fusion
+        .as_ref()
+        .map_or(crate::config::FusionConfig::DEFAULT_REGISTRY_MAX_ENTRIES, |f| {
+            f.registry_max_entries
+        });
+    let registry = crate::fusion::Registry::open(store.clone(), registry_max, metrics.clone())
+        .await
+        .context("opening the identity registry")?;
+    crate::fusion::registry::register_actions(registry.clone(), plane.edge_actions());
     match plane.requeue_in_flight().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(n, "commands delivered before the restart are queued again"),
@@ -267,6 +280,7 @@ pub async fn run_with(
         plane: plane.clone(),
         alarms: alarms.clone(),
         readers: readers.clone(),
+        registry: registry.clone(),
         web: web_addr,
     });
     systemd::notify_ready();

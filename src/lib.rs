@@ -5,6 +5,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod demo;
+pub mod fusion;
 pub mod gateway;
 pub mod link;
 pub mod metrics;

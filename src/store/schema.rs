@@ -130,6 +130,37 @@ pub const MIGRATIONS: &[Migration] = &[
         PRIMARY KEY (name, subject)
     );",
     },
+    // v5 (additive: new tables only, an older build can keep using the file): the identity
+    // registry (fusion/registry.rs), one row per vehicle, each identifier unique, automatic rows
+    // evicted least recently seen first; and the fusion journal (fusion/journal.rs): committed
+    // records fusion must not lose (tag reports), kept until their passages are committed.
+    Migration {
+        compat: Compat::Additive,
+        sql: "CREATE TABLE registry (
+        id           INTEGER PRIMARY KEY,
+        plate        TEXT,
+        plate_color  INTEGER,
+        plate_type   INTEGER,
+        vin          TEXT,
+        phone        TEXT,
+        tid          TEXT,
+        cid          TEXT,
+        manual       INTEGER NOT NULL DEFAULT 0,
+        updated_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX registry_by_plate ON registry(plate) WHERE plate IS NOT NULL;
+    CREATE UNIQUE INDEX registry_by_tid ON registry(tid) WHERE tid IS NOT NULL;
+    CREATE UNIQUE INDEX registry_by_vin ON registry(vin) WHERE vin IS NOT NULL;
+    CREATE UNIQUE INDEX registry_by_phone ON registry(phone) WHERE phone IS NOT NULL;
+    CREATE INDEX registry_automatic_by_seen ON registry(last_seen_ms) WHERE manual = 0;
+    CREATE TABLE fusion_journal (
+        seq         INTEGER PRIMARY KEY,
+        topic       TEXT    NOT NULL,
+        received_ms INTEGER NOT NULL,
+        body        BLOB    NOT NULL
+    );",
+    },
 ];
 
 /// The schema version this build writes.
