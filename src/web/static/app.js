@@ -192,6 +192,7 @@ const NAV = [
   { id: 'dashboard', label: 'Dashboard', icon: '\u25A6' },
   { id: 'readers', label: 'Readers', icon: '\u25CE' },
   { id: 'vehicles', label: 'Vehicles', icon: '\u25B8' },
+  { id: 'registry', label: 'Registry', icon: '\u2263' },
   { id: 'activity', label: 'Activity', icon: '\u2630' },
   { id: 'logs', label: 'Logs', icon: '\u2261' },
 ];
@@ -622,6 +623,102 @@ function viewVehicles(main) {
   return {};
 }
 
+// ---------- Registry (plates, VINs, phones, tags) ----------
+const PLATE_COLORS = { 1: 'blue', 2: 'yellow', 3: 'black', 4: 'white', 5: 'green', 9: 'other' };
+
+function viewRegistry(main) {
+  main.append(h('h1', {}, 'Identity registry'));
+  main.append(h('p', {}, 'Which plate, VIN, JT/T 808 phone and tag belong to one vehicle. Filled automatically from registrations, logins and tag reads, and by hand here or by the cloud\u2019s registry commands. Hand-entered rows are never evicted.'));
+  const search = h('input', { id: 'reg-search', placeholder: 'plate, VIN, phone or TID' });
+  const kind = h('select', { id: 'reg-kind' }, h('option', { value: '' }, 'all rows'), h('option', { value: 'true' }, 'entered by hand'), h('option', { value: 'false' }, 'learnt automatically'));
+  const table = h('div'), pager = h('div', { class: 'actions' }), jobs = h('div');
+  let offset = 0; const limit = 50;
+  const f = {
+    plate: h('input', { id: 'reg-plate', placeholder: 'e.g. \u4eacA12345', required: true }),
+    plate_color: h('select', { id: 'reg-color' }, h('option', { value: '' }, '\u2013'), Object.entries(PLATE_COLORS).map(([k, v]) => h('option', { value: k }, k + ' ' + v))),
+    vin: h('input', { id: 'reg-vin', maxlength: 17 }),
+    phone: h('input', { id: 'reg-phone' }),
+    tid: h('input', { id: 'reg-tid', placeholder: 'hex' }),
+  };
+  const formErr = h('div');
+  const edit = (v) => {
+    f.plate.value = v.plate || ''; f.plate_color.value = v.plate_color || ''; f.vin.value = v.vin || ''; f.phone.value = v.phone || ''; f.tid.value = v.tid || '';
+    f.plate.focus();
+  };
+  const form = h('form', {
+    onsubmit: async (ev) => {
+      ev.preventDefault(); clear(formErr);
+      if (!f.plate.value.trim()) { formErr.append(errorBox(new ApiError(400, 'A plate is required', 'enter the plate as printed'))); f.plate.focus(); return; }
+      const vehicle = { plate: f.plate.value.trim() };
+      if (f.plate_color.value) vehicle.plate_color = Number(f.plate_color.value);
+      for (const k of ['vin', 'phone', 'tid']) if (f[k].value.trim()) vehicle[k] = f[k].value.trim();
+      const job = await runCommand(jobs, 'save ' + vehicle.plate, 'POST', '/api/edge/command', { action: 'registry.upsert', vehicles: [vehicle] });
+      if (job.ok && job.answer && job.answer.errors && job.answer.errors.length) {
+        formErr.append(errorBox(new ApiError(400, job.answer.errors.map((e) => e.error).join('; '), 'correct the field named and save again')));
+      }
+      load();
+    },
+  },
+    h('div', { class: 'form-row' },
+      h('div', {}, h('label', { for: 'reg-plate' }, 'Plate'), f.plate),
+      h('div', {}, h('label', { for: 'reg-color' }, 'Plate colour'), f.plate_color),
+      h('div', {}, h('label', { for: 'reg-vin' }, 'VIN'), f.vin),
+      h('div', {}, h('label', { for: 'reg-phone' }, 'JT/T 808 phone'), f.phone),
+      h('div', {}, h('label', { for: 'reg-tid' }, 'Tag TID'), f.tid),
+      h('div', {}, h('button', { type: 'submit', class: 'primary', id: 'reg-save' }, 'Add or update'))),
+    formErr);
+  const file = h('input', { id: 'reg-file', type: 'file', accept: '.csv,text/csv' });
+  const importCsv = async () => {
+    const chosen = file.files[0];
+    if (!chosen) { toast('bad', 'Pick a CSV file first.', 'Its first line names the columns: plate,plate_color,vin,phone,tid'); return; }
+    const row = h('div', { class: 'job' }, h('div', { class: 'head' }, badge('importing', 'warn'), h('strong', {}, chosen.name)), h('div', { class: 'progress' }, h('span')));
+    jobs.prepend(row);
+    try {
+      const { data } = await api('POST', '/api/registry/import', chosen);
+      $('.progress', row).remove();
+      $('.badge', row).replaceWith(badge('imported', data.errors_total ? 'warn' : 'ok'));
+      row.append(h('div', {}, data.rows + ' lines: ' + data.created + ' new, ' + data.updated + ' updated, ' + data.errors_total + ' refused' + (data.truncated ? ' (the registry is full: the rest was not read)' : '') + '.'));
+      if (data.errors.length) row.append(h('pre', {}, data.errors.map((e) => 'line ' + e.index + ': ' + e.error).join('\n')));
+      load();
+    } catch (e) { $('.progress', row).remove(); $('.badge', row).replaceWith(badge('failed', 'bad')); row.append(errorBox(e)); }
+  };
+  main.append(h('section', { class: 'panel' }, h('div', { class: 'filters' },
+    h('div', { style: 'flex:1' }, h('label', { for: 'reg-search' }, 'Search'), search),
+    h('div', {}, h('label', { for: 'reg-kind' }, 'Rows'), kind),
+    h('div', {}, h('a', { class: 'button', href: '/api/registry/export', download: true }, 'Export CSV'))), table, pager));
+  if (isAdmin()) {
+    main.append(h('div', { class: 'grid cols2' },
+      h('section', { class: 'panel' }, h('h2', {}, 'Add or change a vehicle'), form),
+      h('section', { class: 'panel' }, h('h2', {}, 'Import a CSV file'), h('p', {}, 'Columns: plate, plate_color, vin, phone, tid (first line). Existing plates are updated.'),
+        h('div', { class: 'inline' }, file, h('button', { type: 'button', id: 'reg-import', onclick: importCsv }, 'Import')))));
+    main.append(jobs);
+  }
+  const load = async () => {
+    try {
+      const q = 'query=' + encodeURIComponent(search.value) + '&manual=' + kind.value + '&limit=' + limit + '&offset=' + offset;
+      const { data } = await api('GET', '/api/registry?' + q);
+      clear(table).append(h('p', {}, fmtNum(data.total), data.total === 1 ? ' vehicle matches' : ' vehicles match', ' (the registry holds at most ', fmtNum(data.max_entries), ').'));
+      if (!data.vehicles.length) table.append(h('div', { class: 'empty' }, search.value ? 'Nothing matches: try part of the plate or VIN.' : 'The registry is empty.'));
+      else table.append(h('table', { id: 'registry' }, h('thead', {}, h('tr', {}, ['Plate', 'Colour', 'VIN', 'Phone', 'TID', 'Source', 'Last seen', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, data.vehicles.map((v) => h('tr', {}, h('td', {}, v.plate || '\u2013'), h('td', {}, PLATE_COLORS[v.plate_color] || '\u2013'), h('td', { class: 'mono' }, v.vin || '\u2013'),
+          h('td', { class: 'mono' }, v.phone || '\u2013'), h('td', { class: 'mono' }, v.tid || '\u2013'), h('td', {}, v.manual ? badge('by hand', 'ok') : badge('learnt')), h('td', {}, since(v.last_seen)),
+          h('td', {}, isAdmin() && v.plate ? h('div', { class: 'actions' },
+            h('button', { type: 'button', class: 'small', onclick: () => edit(v) }, 'Edit'),
+            h('button', { type: 'button', class: 'small danger', onclick: async () => { if (await confirmDialog('Delete ' + v.plate + '?', 'The registry forgets this vehicle; passages no longer name it.', 'Delete')) { await runCommand(jobs, 'delete ' + v.plate, 'POST', '/api/edge/command', { action: 'registry.delete', plates: [v.plate] }); load(); } } }, 'Delete')) : null))))));
+      clear(pager);
+      if (data.total > limit) pager.append(
+        h('button', { type: 'button', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); load(); } }, '\u2190 Previous'),
+        h('span', {}, (offset + 1) + '\u2013' + Math.min(offset + limit, data.total) + ' of ' + fmtNum(data.total)),
+        h('button', { type: 'button', disabled: offset + limit >= data.total, onclick: () => { offset += limit; load(); } }, 'Next \u2192'));
+    } catch (e) { clear(table).append(errorBox(e)); }
+  };
+  let debounce;
+  search.addEventListener('input', () => { clearTimeout(debounce); offset = 0; debounce = setTimeout(load, 300); });
+  kind.addEventListener('change', () => { offset = 0; load(); });
+  load();
+  return {};
+}
+
 // ---------- Activity (actions started from this page) ----------
 function viewActivity(main) {
   main.append(h('h1', {}, 'Activity'));
@@ -692,7 +789,7 @@ function viewLogs(main) {
   return view;
 }
 
-const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, activity: viewActivity, logs: viewLogs };
+const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, registry: viewRegistry, activity: viewActivity, logs: viewLogs };
 
 async function start() {
   layout();
