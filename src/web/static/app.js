@@ -367,7 +367,7 @@ function viewDashboard(main) {
       if (!o.alarms.length && !readerAlarms.length) alarms.append(h('div', { class: 'empty' }, 'No active alarms.'));
       else {
         alarms.append(h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Alarm'), h('th', {}, 'About'), h('th', {}, 'Raised'), h('th', {}, 'Detail'))),
-          h('tbody', {}, o.alarms.map((a) => h('tr', {}, h('td', {}, badge(a.alarm, 'bad')), h('td', {}, a.subject || 'edge'), h('td', {}, fmtTime(a.raised_at)),
+          h('tbody', {}, o.alarms.map((a) => h('tr', {}, h('td', {}, badge(a.alarm, 'bad')), h('td', {}, a.subject || 'edge'), h('td', { class: 'nowrap' }, fmtTime(a.raised_at)),
             h('td', { class: 'mono' }, JSON.stringify(a.detail)))),
           readerAlarms.map(([id, r]) => h('tr', {}, h('td', {}, badge('reader alarm', 'warn')), h('td', {}, h('a', { href: '#/readers/' + encodeURIComponent(id) }, id)), h('td', {}, '–'), h('td', {}, r.alarms_active + ' active on the reader'))))));
       }
@@ -493,13 +493,12 @@ function viewReader(main, id) {
     h('h3', {}, 'Firmware'),
     h('div', { class: 'actions' },
       h('button', { type: 'button', onclick: () => send('firmware versions', { action: 'firmware_query' }) }, 'Read firmware versions')),
-    h('div', { class: 'form-row' },
-      h('div', {}, h('label', { for: 'fw-upload' }, 'Upload an image to the edge'), fwUpload),
-      h('div', {}, h('button', { type: 'button', onclick: uploadFirmware }, 'Upload')),
-      h('div', {}, h('label', { for: 'fw-file' }, 'Image on the edge'), fwFile),
-      h('div', { class: 'actions' },
+    h('label', { for: 'fw-upload' }, 'Upload an image to the edge (up to 32 MiB)'),
+    h('div', { class: 'inline' }, fwUpload, h('button', { type: 'button', onclick: uploadFirmware }, 'Upload')),
+    h('label', { for: 'fw-file' }, 'Image on the edge'),
+    h('div', { class: 'inline' }, fwFile,
         h('button', { type: 'button', onclick: () => { if (!fwFile.value) { toast('bad', 'Upload an image first.', 'Pick the file and press Upload.'); return; } send('firmware download ' + fwFile.value, { action: 'firmware_download', file: fwFile.value }); } }, 'Send to reader'),
-        h('button', { type: 'button', onclick: async () => { if (await confirmDialog('Activate the new firmware?', 'The reader switches to the downloaded firmware and restarts; tag reads stop until it is back.', 'Activate')) send('firmware activate', { action: 'firmware_activate' }); } }, 'Activate'))),
+        h('button', { type: 'button', onclick: async () => { if (await confirmDialog('Activate the new firmware?', 'The reader switches to the downloaded firmware and restarts; tag reads stop until it is back.', 'Activate')) send('firmware activate', { action: 'firmware_activate' }); } }, 'Activate')),
     h('h3', {}, 'Logs on the reader'),
     h('div', { class: 'inline' }, logKind,
       h('button', { type: 'button', onclick: () => send('log count', { action: 'log_count', log: logKind.value }) }, 'Count entries'),
@@ -533,7 +532,7 @@ function viewReader(main, id) {
       h('dt', {}, 'Tag reports'), h('dd', {}, fmtNum(r.tag_reports_total)),
       h('dt', {}, 'Capabilities'), h('dd', {}, r.capabilities ? h('details', {}, h('summary', {}, 'as read at connect'), h('pre', {}, JSON.stringify(r.capabilities, null, 2))) : '–')));
     clear(alarms).append(data.alarms.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Id'), h('th', {}, 'Code'), h('th', {}, 'Level'), h('th', {}, 'Raised'), h('th', {}, 'Info'))),
-      h('tbody', {}, data.alarms.map((a) => h('tr', {}, h('td', {}, a.alarm_id), h('td', {}, a.alarm_code), h('td', {}, a.level), h('td', {}, fmtTime(a.raised_at)), h('td', { class: 'mono' }, JSON.stringify(a.info)))))) : h('div', { class: 'empty' }, 'No active alarms.'));
+      h('tbody', {}, data.alarms.map((a) => h('tr', {}, h('td', {}, a.alarm_id), h('td', {}, a.alarm_code), h('td', {}, a.level), h('td', { class: 'nowrap' }, fmtTime(a.raised_at)), h('td', { class: 'mono' }, JSON.stringify(a.info)))))) : h('div', { class: 'empty' }, 'No active alarms.'));
     const ruleButtons = (rule) => readOnly ? null : h('div', { class: 'actions' },
       h('button', { type: 'button', class: 'small', onclick: () => send('start rule ' + rule.spec_id, { action: 'start_rule', spec_id: rule.spec_id }) }, 'Start'),
       h('button', { type: 'button', class: 'small', onclick: () => send('stop rule ' + rule.spec_id, { action: 'stop_rule', spec_id: rule.spec_id }) }, 'Stop'),
@@ -547,7 +546,7 @@ function viewReader(main, id) {
     if (data.access_rules.length) rules.append(h('h3', {}, 'Access rules (tag memory)'), h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Rule'), h('th', {}, 'For select rule'), h('th', {}, 'Enabled'))),
       h('tbody', {}, data.access_rules.map((a) => h('tr', {}, h('td', {}, a.spec_id), h('td', {}, a.select_spec_id), h('td', {}, a.enabled ? badge('yes', 'ok') : badge('no')))))));
     clear(tags).append(data.tags.length ? h('table', { id: 'tags' }, h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'TID'), h('th', {}, 'Plate'), h('th', { class: 'num' }, 'Antenna'), h('th', { class: 'num' }, 'RSSI'), h('th', { class: 'num' }, 'Rule'))),
-      h('tbody', {}, data.tags.slice(0, 15).map((t) => h('tr', {}, h('td', {}, fmtTime(t.time)), h('td', { class: 'mono' }, t.tid || '–'), h('td', {}, t.plate || '–'), h('td', { class: 'num' }, t.antenna ?? '–'), h('td', { class: 'num' }, t.rssi ?? '–'), h('td', { class: 'num' }, t.select_spec_id ?? '–'))))) :
+      h('tbody', {}, data.tags.slice(0, 15).map((t) => h('tr', {}, h('td', { class: 'nowrap' }, fmtTime(t.time)), h('td', { class: 'mono' }, t.tid || '–'), h('td', {}, t.plate || '–'), h('td', { class: 'num' }, t.antenna ?? '–'), h('td', { class: 'num' }, t.rssi ?? '–'), h('td', { class: 'num' }, t.select_spec_id ?? '–'))))) :
       h('div', { class: 'empty' }, r.link === 'up' ? 'No tag read since the page\u2019s server started. Is a select rule active?' : 'The reader is not connected.'));
   };
   load();
@@ -719,6 +718,14 @@ function viewRegistry(main) {
   return {};
 }
 
+// A long answer in a table cell: the first 160 characters, the rest on demand.
+function shortJson(v) {
+  const text = JSON.stringify(v);
+  if (text === undefined) return '\u2013';
+  if (text.length <= 160) return text;
+  return h('details', {}, h('summary', {}, text.slice(0, 160) + '\u2026'), h('pre', {}, JSON.stringify(v, null, 2)));
+}
+
 // ---------- Activity (actions started from this page) ----------
 function viewActivity(main) {
   main.append(h('h1', {}, 'Activity'));
@@ -729,9 +736,9 @@ function viewActivity(main) {
     try {
       const { data } = await api('GET', '/api/jobs');
       clear(box).append(data.jobs.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Started', 'By', 'Action', 'State', 'Result'].map((t) => h('th', {}, t)))),
-        h('tbody', {}, data.jobs.map((j) => h('tr', {}, h('td', {}, fmtTime(j.started_at)), h('td', {}, j.user), h('td', {}, j.label),
+        h('tbody', {}, data.jobs.map((j) => h('tr', {}, h('td', { class: 'nowrap' }, fmtTime(j.started_at)), h('td', {}, j.user), h('td', {}, j.label),
           h('td', {}, j.state === 'running' ? badge('running ' + j.elapsed_s + ' s', 'warn') : badge(j.ok ? 'done' : (j.result || 'failed'), j.ok ? 'ok' : 'bad')),
-          h('td', { class: 'mono' }, j.ok ? JSON.stringify(j.answer) : (j.error || '') + (j.hint ? ' \u2014 ' + j.hint : '')))))) : h('div', { class: 'empty' }, 'Nothing has been done from this page yet.'));
+          h('td', { class: 'mono' }, j.ok ? shortJson(j.answer) : sentence(j.error || '') + (j.hint ? ' ' + sentence(j.hint) : '')))))) : h('div', { class: 'empty' }, 'Nothing has been done from this page yet.'));
     } catch (e) { clear(box).append(errorBox(e)); }
   };
   load();
