@@ -246,6 +246,7 @@ pub async fn run_with(
                 plane: plane.clone(),
                 alarms: alarms.clone(),
                 readers: readers.clone(),
+                registry: registry.clone(),
                 gbt32960_enabled: config.gbt32960.is_some(),
                 jt808_enabled: config.jt808.is_some(),
                 core: tokio::runtime::Handle::current(),
