@@ -6,6 +6,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod limits;
 pub mod link;
 pub mod metrics;
 pub mod ops;
