@@ -1,5 +1,6 @@
-//! Wiring of the appliance: opens the store, starts the uplink, the command plane and the device
-//! gateways, and shuts them down in order (stop intake, drain, flush the store) within 10 s.
+//! Wiring of the appliance: opens the store, starts the uplink, the command plane, the device
+//! gateways and the web page, and shuts them down in order (stop intake, drain, flush the store)
+//! within 10 s.
 //! Holds no logic of its own.
 
 use std::sync::Arc;
@@ -37,6 +38,11 @@ pub struct Appliance {
     pub alarms: Arc<crate::ops::alarms::Alarms>,
     /// The GB/T 37987 reader service (when `readers` is configured).
     pub readers: Option<Arc<crate::reader::ReaderService>>,
+    /// The identity registry (plates, VINs, phones, tags): the service the `registry.*` edge
+    /// commands and the web page call.
+    pub registry: Arc<crate::fusion::Registry>,
+    /// Where the web page is served (when `web` is configured).
+    pub web: Option<std::net::SocketAddr>,
 }
 
 /// Delays between attempts to open a database that is busy, locked by another instance,
@@ -134,6 +140,16 @@ pub async fn run_with(
         CommandPlane::new(store.clone(), edge, config.uplink.command_ttl, metrics.clone())
             .with_max_ttl(config.uplink.max_command_ttl),
     );
+    let registry_max = config
+        .fusion
+        .as_ref()
+        .map_or(crate::config::FusionConfig::DEFAULT_REGISTRY_MAX_ENTRIES, |f| {
+            f.registry_max_entries
+        });
+    let registry = crate::fusion::Registry::open(store.clone(), registry_max, metrics.clone())
+        .await
+        .context("opening the identity registry")?;
+    crate::fusion::registry::register_actions(registry.clone(), plane.edge_actions());
     match plane.requeue_in_flight().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(n, "commands delivered before the restart are queued again"),
@@ -162,12 +178,6 @@ pub async fn run_with(
         max_inflight: config.uplink.max_inflight,
         metrics_interval: config.uplink.metrics_interval,
     };
-
-    for (section, enabled) in [("web", config.web.is_some())] {
-        if enabled {
-            tracing::warn!("`{section}` is configured but this build does not serve it yet; ignored");
-        }
-    }
 
     // Intake stops first, the uplink and the store last, so everything accepted gets committed.
     let intake_stop = CancellationToken::new();
@@ -225,6 +235,25 @@ pub async fn run_with(
         }
         None => None,
     };
+    // The web page, last of the intake so it can show every service.
+    let web_addr = match &config.web {
+        Some(section) => {
+            let services = crate::web::Services {
+                metrics: metrics.clone(),
+                store: store.clone(),
+                plane: plane.clone(),
+                alarms: alarms.clone(),
+                readers: readers.clone(),
+                gbt32960_enabled: config.gbt32960.is_some(),
+                jt808_enabled: config.jt808.is_some(),
+                core: tokio::runtime::Handle::current(),
+            };
+            let server = crate::web::start(section, services, intake_stop.clone()).await?;
+            intake.push(server.task);
+            Some(server.local_addr)
+        }
+        None => None,
+    };
     if !config.schedule.is_empty() {
         let ctx = crate::ops::scheduler::JobContext {
             store: store.clone(),
@@ -254,6 +283,8 @@ pub async fn run_with(
         plane: plane.clone(),
         alarms: alarms.clone(),
         readers: readers.clone(),
+        registry: registry.clone(),
+        web: web_addr,
     });
     systemd::notify_ready();
     tracing::info!(edge = %config.edge.id, version = VERSION, "roadedge running");

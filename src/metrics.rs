@@ -126,6 +126,96 @@ impl LatencyWindow {
     }
 }
 
+/// Fusion counters (passages, anomalies, registry, telemetry index): `edge/{id}/metrics` under
+/// `"fusion"`, and the web page.
+#[derive(Debug, Default)]
+pub struct FusionCounters {
+    /// Passages by match kind.
+    pub passages_tid: AtomicU64,
+    pub passages_plate: AtomicU64,
+    pub passages_none: AtomicU64,
+    pub passages_telemetry_only: AtomicU64,
+    /// Anomalies by kind (each also listed in its passage).
+    pub cloned_tag: AtomicU64,
+    pub missing_tag: AtomicU64,
+    pub plate_mismatch: AtomicU64,
+    /// Entries in the identity registry.
+    pub registry_entries: AtomicI64,
+    /// Automatic entries evicted (least recently seen) to make room.
+    pub registry_evicted_total: AtomicU64,
+    /// Automatic facts not stored: the registry was full of manual entries, or new entries came
+    /// faster than the automatic-fill bound.
+    pub registry_auto_dropped_total: AtomicU64,
+    /// Vehicles and positions in the recent telemetry index.
+    pub telemetry_vehicles: AtomicI64,
+    pub telemetry_points: AtomicI64,
+    /// Passes (tags being read) not yet ended.
+    pub open_passes: AtomicI64,
+    /// Committed records handed to fusion, and those dropped because fusion was behind
+    /// (tag reports are caught up from the journal; telemetry is lost to fusion only).
+    pub inputs_total: AtomicU64,
+    pub inputs_dropped_total: AtomicU64,
+    /// Records fusion could not read (bad JSON, missing fields).
+    pub inputs_bad_total: AtomicU64,
+    /// Tags whose plate could not be decoded (no plate, characters out of range).
+    pub tag_plate_invalid_total: AtomicU64,
+    /// Reads refused because too many passes were open (a flood of unknown TIDs).
+    pub passes_refused_total: AtomicU64,
+    /// Tag reports not journaled because the journal was full (their passages may be lost on a crash).
+    pub journal_skipped_total: AtomicU64,
+}
+
+impl FusionCounters {
+    /// Counts one passage of `kind` (`tid`, `plate`, `none`, `telemetry_only`).
+    pub fn count_passage(&self, kind: &str) {
+        let counter = match kind {
+            "tid" => &self.passages_tid,
+            "plate" => &self.passages_plate,
+            "telemetry_only" => &self.passages_telemetry_only,
+            _ => &self.passages_none,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one anomaly of `kind` (`cloned_tag`, `missing_tag`, `plate_mismatch`).
+    pub fn count_anomaly(&self, kind: &str) {
+        match kind {
+            "cloned_tag" => self.cloned_tag.fetch_add(1, Relaxed),
+            "missing_tag" => self.missing_tag.fetch_add(1, Relaxed),
+            _ => self.plate_mismatch.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// The `"fusion"` part of the metrics document.
+    pub fn snapshot(&self) -> Value {
+        json!({
+            "passages_total": {
+                "tid": self.passages_tid.load(Relaxed),
+                "plate": self.passages_plate.load(Relaxed),
+                "none": self.passages_none.load(Relaxed),
+                "telemetry_only": self.passages_telemetry_only.load(Relaxed),
+            },
+            "anomalies_total": {
+                "cloned_tag": self.cloned_tag.load(Relaxed),
+                "missing_tag": self.missing_tag.load(Relaxed),
+                "plate_mismatch": self.plate_mismatch.load(Relaxed),
+            },
+            "registry_entries": self.registry_entries.load(Relaxed),
+            "registry_evicted_total": self.registry_evicted_total.load(Relaxed),
+            "registry_auto_dropped_total": self.registry_auto_dropped_total.load(Relaxed),
+            "telemetry_index_vehicles": self.telemetry_vehicles.load(Relaxed),
+            "telemetry_index_points": self.telemetry_points.load(Relaxed),
+            "open_passes": self.open_passes.load(Relaxed),
+            "inputs_total": self.inputs_total.load(Relaxed),
+            "inputs_dropped_total": self.inputs_dropped_total.load(Relaxed),
+            "inputs_bad_total": self.inputs_bad_total.load(Relaxed),
+            "tag_plate_invalid_total": self.tag_plate_invalid_total.load(Relaxed),
+            "passes_refused_total": self.passes_refused_total.load(Relaxed),
+            "journal_skipped_total": self.journal_skipped_total.load(Relaxed),
+        })
+    }
+}
+
 /// Link state of one reader, as shown on the status topic and the web page.
 #[derive(Debug, Clone, Default)]
 pub struct ReaderState {
@@ -133,6 +223,46 @@ pub struct ReaderState {
     pub last_seen: Option<String>,
     pub tag_reports_total: u64,
     pub alarms_active: u64,
+}
+
+/// Counters of the web page's server: requests and every kind of refusal.
+#[derive(Debug, Default)]
+pub struct WebCounters {
+    pub requests_total: AtomicU64,
+    /// 401: no or expired session, bad login.
+    pub unauthorized_total: AtomicU64,
+    /// 403: missing or wrong CSRF token, viewer writing.
+    pub forbidden_total: AtomicU64,
+    /// 400: bad JSON or parameters.
+    pub bad_request_total: AtomicU64,
+    /// 413: bodies over their limit.
+    pub too_large_total: AtomicU64,
+    /// 429: logins of a blocked address, too many live views or jobs.
+    pub rate_limited_total: AtomicU64,
+    /// Connections answered 503 at the connection limits.
+    pub refused_total: AtomicU64,
+    /// Connections closed for sending headers or a body too slowly.
+    pub slow_closed_total: AtomicU64,
+    pub login_failures_total: AtomicU64,
+    /// Open connections.
+    pub connections: AtomicI64,
+}
+
+impl WebCounters {
+    fn snapshot(&self) -> Value {
+        json!({
+            "requests_total": self.requests_total.load(Relaxed),
+            "unauthorized_total": self.unauthorized_total.load(Relaxed),
+            "forbidden_total": self.forbidden_total.load(Relaxed),
+            "bad_request_total": self.bad_request_total.load(Relaxed),
+            "too_large_total": self.too_large_total.load(Relaxed),
+            "rate_limited_total": self.rate_limited_total.load(Relaxed),
+            "refused_total": self.refused_total.load(Relaxed),
+            "slow_closed_total": self.slow_closed_total.load(Relaxed),
+            "login_failures_total": self.login_failures_total.load(Relaxed),
+            "connections": self.connections.load(Relaxed),
+        })
+    }
 }
 
 /// Every counter of the appliance.
@@ -146,6 +276,8 @@ pub struct Metrics {
     pub readers: Mutex<BTreeMap<String, ReaderState>>,
     /// How often the global bounds and identity rules bit.
     pub limits: crate::limits::LimitCounters,
+    pub fusion: FusionCounters,
+    pub web: WebCounters,
 }
 
 impl Metrics {
@@ -204,6 +336,8 @@ impl Metrics {
             },
             "readers": readers,
             "limits": self.limits.snapshot(),
+            "fusion": self.fusion.snapshot(),
+            "web": self.web.snapshot(),
             "system": system,
         })
     }

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::store::{EnvelopeKey, Record, RecordClass, Store, StoreError};
 use crate::time::now_ms;
 
-pub use edge::{ActionFuture, EdgeAction, EdgeActions, EdgeInfo};
+pub use edge::{status, ActionFuture, EdgeAction, EdgeActions, EdgeInfo};
 
 /// The device protocols commands can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,6 +127,11 @@ pub trait DeviceGateway: Send + Sync {
     /// Hands the command to the device's live session. Returns it back when the device is not
     /// connected, so it stays queued.
     fn deliver(&self, command: DeviceCommand) -> Result<(), DeviceCommand>;
+
+    /// Ids of the devices connected now (the web page's lists).
+    fn online(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Errors of command submission.
@@ -275,6 +280,19 @@ impl CommandPlane {
         if let Ok(mut g) = self.gateways.write() {
             g.insert(protocol, gateway);
         }
+    }
+
+    /// Whether `protocol`'s gateway is registered (the protocol is enabled).
+    pub fn has_gateway(&self, protocol: Protocol) -> bool {
+        self.gateways.read().map(|g| g.contains_key(&protocol)).unwrap_or(false)
+    }
+
+    /// Devices of `protocol` connected now, sorted.
+    pub fn online(&self, protocol: Protocol) -> Vec<String> {
+        let gateway = self.gateways.read().ok().and_then(|g| g.get(&protocol).cloned());
+        let mut ids = gateway.map(|g| g.online()).unwrap_or_default();
+        ids.sort();
+        ids
     }
 
     /// Which target a downstream topic (prefix already removed) addresses.

@@ -78,6 +78,8 @@ pub struct Config {
     pub schedule: Vec<ScheduledJob>,
     pub logging: LoggingConfig,
     pub ota: Option<OtaConfig>,
+    /// Vehicle data fusion (`fusion:`); `None` when the section is omitted.
+    pub fusion: Option<FusionConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +224,50 @@ pub struct ReaderDevice {
     pub sn: Option<[u8; 8]>,
     /// This reader's dialect (`readers.dialect` unless set).
     pub dialect: ReaderDialect,
+    /// Where the reader's antennas are and which lane they cover (for passages).
+    pub position: ReaderPosition,
+}
+
+/// A reader's place at the site (`readers.devices[].position`); every part is optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReaderPosition {
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    /// Lane label, as the operator names lanes.
+    pub lane: Option<String>,
+    /// Travel direction of the covered lane in degrees (0 = north, clockwise), as JT/T 808
+    /// reports a vehicle's direction.
+    pub direction: Option<f64>,
+}
+
+/// The anomaly checks of `fusion.checks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FusionChecks {
+    pub cloned_tag: bool,
+    pub missing_tag: bool,
+    pub plate_mismatch: bool,
+}
+
+/// `fusion:` (CONTRACT 2): joining tag reads with vehicle telemetry into passages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusionConfig {
+    /// Telemetry this close in time to a tag read may match it.
+    pub window: Duration,
+    /// The site's zone: telemetry farther from the site does not count as "here".
+    pub radius_m: f64,
+    pub checks: FusionChecks,
+    /// Reads of one tag closer in time than this belong to one pass (one passage).
+    pub merge_window: Duration,
+    /// A source whose clock is further off than this has its times corrected by its observed
+    /// offset from the edge's receive time.
+    pub max_clock_skew: Duration,
+    /// Identity registry size; automatic entries are evicted least recently seen first.
+    pub registry_max_entries: usize,
+}
+
+impl FusionConfig {
+    /// Defaults of the registry size when `fusion:` is omitted (the registry exists anyway).
+    pub const DEFAULT_REGISTRY_MAX_ENTRIES: usize = 200_000;
 }
 
 #[derive(Debug, Clone)]
@@ -246,7 +292,7 @@ pub enum Role {
     Viewer,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebUser {
     pub name: String,
     pub password_hash: String,
@@ -717,11 +763,49 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                         None
                     }
                 };
+                let position = d
+                    .position
+                    .map(|p| {
+                        let pos = ReaderPosition {
+                            latitude: p.latitude,
+                            longitude: p.longitude,
+                            lane: p.lane,
+                            direction: p.direction,
+                        };
+                        if pos.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
+                            v.error(format!("{path}.position.latitude"), "must be within -90..90");
+                        }
+                        if pos.longitude.is_some_and(|l| !(-180.0..=180.0).contains(&l)) {
+                            v.error(format!("{path}.position.longitude"), "must be within -180..180");
+                        }
+                        if pos.latitude.is_some() != pos.longitude.is_some() {
+                            v.error(
+                                format!("{path}.position"),
+                                "latitude and longitude must be given together",
+                            );
+                        }
+                        if pos.direction.is_some_and(|d| !(0.0..360.0).contains(&d)) {
+                            v.error(
+                                format!("{path}.position.direction"),
+                                "must be degrees within 0..360 (0 = north, clockwise)",
+                            );
+                        }
+                        if pos
+                            .lane
+                            .as_ref()
+                            .is_some_and(|l| l.is_empty() || l.chars().count() > 32)
+                        {
+                            v.error(format!("{path}.position.lane"), "must be 1 to 32 characters");
+                        }
+                        pos
+                    })
+                    .unwrap_or_default();
                 Some(ReaderDevice {
                     id: id?,
                     link: link?,
                     sn,
                     dialect,
+                    position,
                 })
             })
             .collect();
@@ -860,6 +944,11 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
         public_key_file: v.file("ota.public_key_file", &o.public_key_file),
     });
 
+    let site_given = edge.as_ref().is_some_and(|e| e.site.is_some());
+    let fusion = raw
+        .fusion
+        .map(|f| fusion_section(&mut v, f, site_given || !edge_present));
+
     Some(Config {
         edge: edge?,
         storage,
@@ -871,7 +960,64 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
         schedule,
         logging,
         ota,
+        fusion,
     })
+}
+
+fn fusion_section(v: &mut Validator<'_>, f: raw::Fusion, site_known: bool) -> FusionConfig {
+    if !site_known {
+        v.error("fusion", "needs `edge.site` (latitude and longitude of the site)");
+    }
+    let window = v.duration("fusion.window", f.window.as_deref(), Duration::from_secs(10));
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&window) {
+        v.error("fusion.window", "must be between 1s and 10m");
+    }
+    let radius_m = f.radius_m.unwrap_or(300.0);
+    if !(1.0..=100_000.0).contains(&radius_m) {
+        v.error("fusion.radius_m", format!("{radius_m} is outside 1..100000"));
+    }
+    let mut checks = FusionChecks {
+        cloned_tag: f.checks.is_none(),
+        missing_tag: f.checks.is_none(),
+        plate_mismatch: f.checks.is_none(),
+    };
+    for (i, name) in f.checks.iter().flatten().enumerate() {
+        match name.as_str() {
+            "cloned_tag" => checks.cloned_tag = true,
+            "missing_tag" => checks.missing_tag = true,
+            "plate_mismatch" => checks.plate_mismatch = true,
+            other => v.error(
+                format!("fusion.checks[{i}]"),
+                format!("`{other}` is not one of: cloned_tag, missing_tag, plate_mismatch"),
+            ),
+        }
+    }
+    let merge_window = v.duration("fusion.merge_window", f.merge_window.as_deref(), Duration::from_secs(5));
+    if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&merge_window) {
+        v.error("fusion.merge_window", "must be between 100ms and 5m");
+    }
+    let max_clock_skew = v.duration(
+        "fusion.max_clock_skew",
+        f.max_clock_skew.as_deref(),
+        Duration::from_secs(2),
+    );
+    if max_clock_skew > Duration::from_secs(3600) {
+        v.error("fusion.max_clock_skew", "must be at most 1h");
+    }
+    let registry_max_entries = f
+        .registry_max_entries
+        .unwrap_or(FusionConfig::DEFAULT_REGISTRY_MAX_ENTRIES as u64);
+    if !(1..=10_000_000).contains(&registry_max_entries) {
+        v.error("fusion.registry_max_entries", "must be between 1 and 10000000");
+    }
+    FusionConfig {
+        window,
+        radius_m,
+        checks,
+        merge_window,
+        max_clock_skew,
+        registry_max_entries: registry_max_entries.clamp(1, 10_000_000) as usize,
+    }
 }
 
 #[cfg(test)]
@@ -998,6 +1144,73 @@ mod tests {
         ] {
             assert!(paths.contains(&p), "{p} missing in {errs:?}");
         }
+    }
+
+    #[test]
+    fn fusion_gets_contract_defaults_and_needs_the_site() {
+        let with_site =
+            "edge: {id: a, site: {latitude: 31.2, longitude: 121.4}}\nuplink: {url: 'mqtt://h:1'}\nfusion:\n";
+        let f = Config::parse(with_site, FileCheck::Skip).unwrap().fusion.unwrap();
+        assert_eq!(f.window, Duration::from_secs(10));
+        assert_eq!(f.radius_m, 300.0);
+        assert_eq!(
+            f.checks,
+            FusionChecks {
+                cloned_tag: true,
+                missing_tag: true,
+                plate_mismatch: true
+            }
+        );
+        assert_eq!(f.registry_max_entries, 200_000);
+        let no_site = "edge: {id: a}\nuplink: {url: 'mqtt://h:1'}\nfusion: {window: 5s}\n";
+        let errs = Config::parse(no_site, FileCheck::Skip).unwrap_err().0;
+        assert_eq!(errs[0].path, "fusion", "{errs:?}");
+        let bad = "edge: {id: a, site: {latitude: 31.2, longitude: 121.4}}\nuplink: {url: 'mqtt://h:1'}\n\
+                   fusion: {window: 0s, radius_m: 0, checks: [cloned_tag, speeding], merge_window: 1h, registry_max_entries: 0, colour: red}\n";
+        let errs = Config::parse(bad, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["fusion.colour"], "{errs:?}");
+        let bad = bad.replace(", colour: red", "");
+        let errs = Config::parse(&bad, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "fusion.window",
+                "fusion.radius_m",
+                "fusion.checks[1]",
+                "fusion.merge_window",
+                "fusion.registry_max_entries"
+            ],
+            "{errs:?}"
+        );
+        let only = "edge: {id: a, site: {latitude: 31.2, longitude: 121.4}}\nuplink: {url: 'mqtt://h:1'}\nfusion: {checks: [missing_tag]}\n";
+        let f = Config::parse(only, FileCheck::Skip).unwrap().fusion.unwrap();
+        assert!(f.checks.missing_tag && !f.checks.cloned_tag && !f.checks.plate_mismatch);
+    }
+
+    #[test]
+    fn reader_positions_are_checked() {
+        let text = "edge: {id: a}\nuplink: {url: 'mqtt://h:1'}\nreaders:\n  devices:\n    - {id: r1, tcp: '127.0.0.1:1', position: {latitude: 31.2, longitude: 121.4, lane: 2, direction: 90}}\n    - {id: r2, tcp: '127.0.0.1:2', position: {latitude: 91, direction: 360}}\n";
+        let errs = Config::parse(text, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "readers.devices[1].position.latitude",
+                "readers.devices[1].position",
+                "readers.devices[1].position.direction"
+            ],
+            "{errs:?}"
+        );
+        let ok = text.replace(
+            "    - {id: r2, tcp: '127.0.0.1:2', position: {latitude: 91, direction: 360}}\n",
+            "",
+        );
+        let c = Config::parse(&ok, FileCheck::Skip).unwrap();
+        let p = &c.readers.unwrap().devices[0].position;
+        assert_eq!(p.lane.as_deref(), Some("2"));
+        assert_eq!(p.direction, Some(90.0));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub schedule: Option<Vec<Job>>,
     pub logging: Option<Logging>,
     pub ota: Option<Ota>,
+    pub fusion: Option<Fusion>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +156,16 @@ pub struct ReaderDevice {
     pub serial: Option<Serial>,
     pub sn: Option<String>,
     pub dialect: Option<String>,
+    pub position: Option<ReaderPosition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderPosition {
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub lane: Option<String>,
+    pub direction: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +215,17 @@ pub struct Ota {
     pub public_key_file: String,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fusion {
+    pub window: Option<String>,
+    pub radius_m: Option<f64>,
+    pub checks: Option<Vec<String>>,
+    pub merge_window: Option<String>,
+    pub max_clock_skew: Option<String>,
+    pub registry_max_entries: Option<u64>,
+}
+
 /// Deserializes each top-level section on its own so an error in one does not hide the others.
 /// Returns `None` only when the document itself is not a YAML mapping.
 pub fn parse_sections(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConfig> {
@@ -246,9 +268,17 @@ pub fn parse_sections(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawCo
             "schedule" => raw.schedule = section(name, value, errors),
             "logging" => raw.logging = section(name, value, errors),
             "ota" => raw.ota = section(name, value, errors),
+            "fusion" => {
+                // `fusion:` with nothing under it enables fusion with every default.
+                raw.fusion = if value.is_null() {
+                    Some(Fusion::default())
+                } else {
+                    section(name, value, errors)
+                }
+            }
             other => errors.push(ConfigError {
                 path: other.to_string(),
-                message: "unknown section (expected one of: edge, storage, uplink, gbt32960, jt808, readers, web, schedule, logging, ota)".into(),
+                message: "unknown section (expected one of: edge, storage, uplink, gbt32960, jt808, readers, web, schedule, logging, ota, fusion)".into(),
             }),
         }
     }
@@ -311,6 +341,10 @@ fn stringify_scalars_where_needed(value: serde_yaml::Value) -> serde_yaml::Value
                                 | "idle_timeout"
                                 | "command_ttl"
                                 | "metrics_interval"
+                                | "window"
+                                | "merge_window"
+                                | "max_clock_skew"
+                                | "lane"
                                 | "keepalive_interval"
                                 | "max_buffered_bytes"
                                 | "reassembly_timeout"

@@ -1,13 +1,18 @@
 //! `roadedge demo`: the whole appliance on one machine with nothing installed. A loopback MQTT
 //! broker with TLS and client certificates (embedded rumqttd, throwaway CA made at start) stands
-//! in for the cloud; simulated devices feed the appliance; a "cloud" client subscribed to
-//! everything prints what arrives.
+//! in for the cloud; simulated GB/T 37987 readers, GB/T 32960 vehicles and JT/T 808 terminals
+//! speak their real protocols to the appliance; the web page is served with a generated admin
+//! password; a "cloud" client subscribed to everything prints what arrives.
+//!
+//! What it prints goes to stdout and is meant to be copied: the `mosquitto_sub`/`mosquitto_pub`
+//! lines name the broker `localhost` (the name its certificate carries; an IP literal is no TLS
+//! server name). When stdout goes away (piped into `head`, a closed terminal), the demo stops
+//! cleanly instead of panicking on the write.
 
 #[cfg(feature = "demo-broker")]
 mod broker;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,17 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{self, RunOptions};
 use crate::config::{parse_duration, Config, FileCheck};
 use crate::sim::pki::TestCa;
-use crate::sim::synthetic::SyntheticOptions;
 
 /// Options of `roadedge demo`.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Simulated devices.
-    #[arg(long, default_value_t = 4)]
-    pub devices: usize,
-    /// Records per second over all simulated devices.
-    #[arg(long, default_value_t = 20.0)]
-    pub rate: f64,
     /// Stop after this long (e.g. 60s, 5m); runs until Ctrl-C when absent.
     #[arg(long)]
     pub duration: Option<String>,
@@ -39,9 +37,44 @@ pub struct DemoArgs {
     /// Simulated JT/T 808 terminals (half 2013, half 2019), one location per second each.
     #[arg(long, default_value_t = 4)]
     pub jt808_terminals: usize,
+    /// Where the web page listens (another free port is taken when this one is busy).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub web: std::net::SocketAddr,
     /// State directory (certificates, configuration, database); a new temporary one by default.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// Prints a line for the user; when stdout is gone, stops the demo instead of panicking.
+struct Out {
+    stop: CancellationToken,
+}
+
+impl Out {
+    fn line(&self, text: &str) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{text}").and_then(|_| out.flush()).is_err() && !self.stop.is_cancelled() {
+            tracing::info!("stdout is closed: stopping the demo");
+            self.stop.cancel();
+        }
+    }
+}
+
+/// A password for the demo's admin: 12 characters nobody misreads (no 0/O, 1/l/I).
+fn demo_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..12)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// `preferred` when it is free, else a free port on the same address.
+fn web_address(preferred: std::net::SocketAddr) -> anyhow::Result<std::net::SocketAddr> {
+    match std::net::TcpListener::bind(preferred) {
+        Ok(l) => Ok(l.local_addr()?),
+        Err(_) => Ok(std::net::TcpListener::bind((preferred.ip(), 0))?.local_addr()?),
+    }
 }
 
 /// Runs the demo until Ctrl-C or `--duration`.
@@ -77,11 +110,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("starting the simulated readers")?;
 
     let jt808_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let web = web_address(args.web)?;
+    let password = demo_password();
+    let password_hash = crate::web::auth::hash_password(&password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
     let mut config_text = format!(
         "# Written by `roadedge demo`.\nedge: {{id: demo-cabinet, site: {{name: \"demo site\", latitude: 31.2304, longitude: 121.4737}}}}\n\
          storage: {{path: {db}, max_bytes: 256MiB}}\n\
-         uplink:\n  url: mqtts://127.0.0.1:{port}\n  ca_file: {ca}\n  cert_file: {cert}\n  key_file: {key}\n  metrics_interval: 10s\n\
+         uplink:\n  url: mqtts://localhost:{port}\n  ca_file: {ca}\n  cert_file: {cert}\n  key_file: {key}\n  metrics_interval: 10s\n\
          jt808: {{listen: \"127.0.0.1:{jt808_port}\"}}\n\
+         web:\n  listen: \"{web}\"\n  users: [{{name: admin, role: admin, password_hash: \"{password_hash}\"}}]\n\
          logging: {{level: info}}\n{gbt32960}",
         db = dir.join("roadedge.db").display(),
         ca = ca.ca_file.display(),
@@ -94,46 +131,46 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(&config_path, &config_text)?;
     let config = Config::parse(&config_text, FileCheck::Check).map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let sub = format!(
-        "mosquitto_sub -h 127.0.0.1 -p {port} --cafile {} --cert {} --key {} -t '#' -v",
+    let tls_options = format!(
+        "-h localhost -p {port} --cafile {} --cert {} --key {}",
         ca.ca_file.display(),
         cloud_cert.cert.display(),
         cloud_cert.key.display()
     );
-    println!("roadedge demo {}", app::VERSION);
-    println!("  state directory : {}", dir.display());
-    println!("  configuration   : {}", config_path.display());
-    println!(
-        "  cloud broker    : mqtts://127.0.0.1:{port} (TLS, client certificates from {})",
-        ca.ca_file.display()
-    );
-    println!("  watch the uplink: {sub}");
-    println!(
-        "  send a command  : mosquitto_pub -h 127.0.0.1 -p {port} --cafile {} --cert {} --key {} -t edge/demo-cabinet/cmd -m '{{\"request_id\":\"1\",\"action\":\"status\"}}'",
-        ca.ca_file.display(),
-        cloud_cert.cert.display(),
-        cloud_cert.key.display()
-    );
-    println!("  web page        : not served by this build yet");
-    println!("  readers         : {}; watch gbt37987/+/up/#", demo_readers.summary);
-    println!(
-        "  simulated       : {} devices at {} records/s; Ctrl-C to stop",
-        args.devices, args.rate
-    );
-
     let shutdown = crate::cli::stop_token(duration);
+    let out = Out { stop: shutdown.clone() };
+    out.line(&format!("roadedge demo {}", app::VERSION));
+    out.line(&format!(
+        "  web page        : http://{web}/  (user admin, password {password})"
+    ));
+    out.line(&format!("  state directory : {}", dir.display()));
+    out.line(&format!("  configuration   : {}", config_path.display()));
+    out.line(&format!(
+        "  cloud broker    : mqtts://localhost:{port} (TLS, client certificates from {})",
+        dir.display()
+    ));
+    out.line(&format!("  watch the uplink: mosquitto_sub {tls_options} -t '#' -v"));
+    out.line(&format!(
+        "  send a command  : mosquitto_pub {tls_options} -t edge/demo-cabinet/cmd -m '{{\"request_id\":\"1\",\"action\":\"status\"}}'"
+    ));
+    out.line(&format!(
+        "  readers         : {}; watch gbt37987/+/up/#",
+        demo_readers.summary
+    ));
+    out.line(&format!(
+        "  start a rule    : mosquitto_pub {tls_options} -t gbt37987/north/dn -m '{{\"request_id\":\"r1\",\"action\":\"start_rule\",\"spec_id\":1}}'"
+    ));
+
     let tls = Arc::new(crate::tls::client_config(
         Some(&ca.ca_file),
         Some((&cloud_cert.cert, &cloud_cert.key)),
     )?);
     if let Some(vehicles) = gbt32960 {
-        println!("  GB/T 32960      : {}", vehicles.describe());
+        out.line(&format!("  GB/T 32960      : {}", vehicles.describe()));
         tokio::spawn(vehicles.run(shutdown.clone()));
     }
-    let received = Arc::new(AtomicU64::new(0));
-    tokio::spawn(watch_cloud(port, tls, received.clone(), shutdown.clone()));
-
-    {
+    let received = Arc::new(Traffic::default());
+    if args.jt808_terminals > 0 {
         // Simulated JT/T 808 terminals; they retry until the appliance listens.
         let options = crate::sim::jt808::SimOptions {
             server: format!("127.0.0.1:{jt808_port}"),
@@ -143,31 +180,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             subpackage_every: 10,
             ..Default::default()
         };
-        println!(
-            "  JT/T 808        : {} simulated terminals (2013 and 2019) on 127.0.0.1:{jt808_port}; query one: mosquitto_pub ... -t jt808/013900000000/013900000000/dn -m '{{\"request_id\":\"q1\",\"header\":{{\"msg_id\":33028}}}}'",
+        out.line(&format!(
+            "  JT/T 808        : {} simulated terminals (2013 and 2019) on 127.0.0.1:{jt808_port}; query one: mosquitto_pub {tls_options} -t jt808/013900000000/013900000000/dn -m '{{\"request_id\":\"q1\",\"header\":{{\"msg_id\":33281}}}}'",
             args.jt808_terminals
-        );
+        ));
         let stats = Arc::new(crate::sim::jt808::SimStats::default());
         tokio::spawn(crate::sim::jt808::run(options, stats, shutdown.clone()));
     }
-    let options = RunOptions {
-        synthetic: Some(SyntheticOptions {
-            devices: args.devices,
-            rate: args.rate,
-            critical_every: 50,
-            run_id: "demo".into(),
-            report_commits: false,
-            padding: 0,
-        }),
-    };
-    app::run_with(config, options, shutdown, |a| {
+    out.line("  stop            : Ctrl-C");
+    tokio::spawn(watch_cloud(port, tls, received.clone(), out, shutdown.clone()));
+    app::run_with(config, RunOptions::default(), shutdown, |a| {
         if let Some(service) = &a.readers {
             demo_readers.apply_rules(service.clone());
         }
     })
     .await?;
     sims_stop.cancel();
-    println!("demo stopped: the cloud received {} messages", received.load(Relaxed));
+    Out {
+        stop: CancellationToken::new(),
+    }
+    .line(&format!(
+        "demo stopped: the cloud received {} messages",
+        received.total()
+    ));
     Ok(())
 }
 
@@ -185,33 +220,63 @@ fn broker_port(_: &std::path::Path, _: &std::path::Path, _: &crate::sim::pki::Ce
     anyhow::bail!("this build has no embedded demo broker (built without the `demo-broker` feature)")
 }
 
-/// The "cloud": prints a line per second with what arrived.
-async fn watch_cloud(port: u16, tls: Arc<rustls::ClientConfig>, received: Arc<AtomicU64>, shutdown: CancellationToken) {
-    let mut options = MqttOptions::new("demo-cloud", "127.0.0.1", port);
+/// What the "cloud" received, by protocol family (the first topic level).
+#[derive(Default)]
+struct Traffic {
+    by_family: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl Traffic {
+    fn count(&self, topic: &str) {
+        let family = topic.split('/').next().unwrap_or("").to_string();
+        if let Ok(mut m) = self.by_family.lock() {
+            *m.entry(family).or_default() += 1;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.by_family.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+
+    fn summary(&self) -> String {
+        self.by_family
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    }
+}
+
+/// The "cloud": prints a line every few seconds with what arrived.
+async fn watch_cloud(
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    received: Arc<Traffic>,
+    out: Out,
+    shutdown: CancellationToken,
+) {
+    let mut options = MqttOptions::new("demo-cloud", "localhost", port);
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(4 << 20, 4 << 20)
         .set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let _ = client.subscribe("#", QoS::AtLeastOnce).await;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_topic = String::new();
-    let mut last_len = 0;
     let mut printed = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let n = received.load(Relaxed);
+                let n = received.total();
                 if n != printed {
-                    println!("cloud: {n} messages received; latest {last_topic} ({last_len} bytes)");
+                    out.line(&format!("cloud: {n} messages ({}); latest {last_topic}", received.summary()));
                     printed = n;
                 }
             }
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    received.fetch_add(1, Relaxed);
-                    last_len = p.payload.len();
+                    received.count(&p.topic);
                     last_topic = p.topic;
                 }
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {

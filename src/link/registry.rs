@@ -134,6 +134,10 @@ impl DeviceGateway for Registry {
             None => Err(command),
         }
     }
+
+    fn online(&self) -> Vec<String> {
+        Registry::online(self)
+    }
 }
 
 #[cfg(test)]

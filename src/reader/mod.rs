@@ -318,6 +318,38 @@ impl ReaderService {
         }
     }
 
+    /// The firmware images the edge can serve to readers (`firmware_download` with `file`):
+    /// (name, bytes), sorted by name.
+    pub fn firmware_files(&self) -> Vec<(String, u64)> {
+        let mut files: Vec<(String, u64)> = std::fs::read_dir(&self.firmware_dir)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let name = e.file_name().into_string().ok()?;
+                        let meta = e.metadata().ok()?;
+                        (meta.is_file() && firmware_name_ok(&name)).then_some((name, meta.len()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// Where an uploaded image named `name` is written (a temporary file, renamed into place by
+    /// [`FirmwareUpload::finish`], so a reader never downloads half a file).
+    pub fn firmware_upload(&self, name: &str) -> Result<FirmwareUpload, ReaderError> {
+        if !firmware_name_ok(name) {
+            return Err(ReaderError::Rejected(
+                "a firmware file name is 1 to 128 of A-Z a-z 0-9 . _ - and does not start with a dot".into(),
+            ));
+        }
+        Ok(FirmwareUpload {
+            temporary: self.firmware_dir.join(format!(".upload-{name}")),
+            target: self.firmware_dir.join(name),
+        })
+    }
+
     /// Closes a reader's link (it is re-established by its supervisor or by the reader).
     pub fn disconnect(&self, reader: &str, reason: &str) -> bool {
         let tx = self.links.lock().ok().and_then(|l| l.get(reader).map(|e| e.tx.clone()));
@@ -566,6 +598,38 @@ impl ReaderService {
     }
 }
 
+/// A firmware image being uploaded into the firmware folder.
+#[derive(Debug, Clone)]
+pub struct FirmwareUpload {
+    /// Write here first.
+    pub temporary: PathBuf,
+    /// Where [`FirmwareUpload::finish`] puts it.
+    pub target: PathBuf,
+}
+
+impl FirmwareUpload {
+    /// Moves the complete file into place.
+    pub fn finish(&self) -> std::io::Result<()> {
+        std::fs::rename(&self.temporary, &self.target)
+    }
+
+    /// Removes the temporary file of a failed upload.
+    pub fn abandon(&self) {
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+/// Whether `name` may name a file in the firmware folder (the same rule as `firmware_download`'s
+/// `file`, and nothing a shell or a path could misread).
+pub fn firmware_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Ends a command for whoever waits for it.
 pub(crate) async fn finish(origin: Origin, outcome: Outcome, plane: Option<Arc<CommandPlane>>) {
     match origin {
@@ -597,6 +661,13 @@ fn describe(d: &ReaderDevice) -> (&'static str, String) {
 }
 
 impl DeviceGateway for ReaderService {
+    fn online(&self) -> Vec<String> {
+        self.links
+            .lock()
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn deliver(&self, command: DeviceCommand) -> Result<(), DeviceCommand> {
         let parsed = request::parse(&command.payload, self.dialect(&command.device));
         match parsed {

@@ -296,6 +296,11 @@ impl Store {
         }
     }
 
+    /// Whether the writer still takes work (false once the store is closed or its thread died).
+    pub fn is_open(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+
     /// The edge's active alarms as committed (shared with `ops::alarms`).
     pub fn alarm_set(&self) -> Arc<alarms::AlarmSet> {
         self.alarms.clone()

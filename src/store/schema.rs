@@ -130,14 +130,45 @@ pub const MIGRATIONS: &[Migration] = &[
         PRIMARY KEY (name, subject)
     );",
     },
-    // v5: the store's eviction alarm joins the other edge alarms in `edge_alarms` (it was a `kv`
+    // v5 (additive: new tables only, an older build can keep using the file): the identity
+    // registry (fusion/registry.rs), one row per vehicle, each identifier unique, automatic rows
+    // evicted least recently seen first; and the fusion journal (fusion/journal.rs): committed
+    // records fusion must not lose (tag reports), kept until their passages are committed.
+    Migration {
+        compat: Compat::Additive,
+        sql: "CREATE TABLE registry (
+        id           INTEGER PRIMARY KEY,
+        plate        TEXT,
+        plate_color  INTEGER,
+        plate_type   INTEGER,
+        vin          TEXT,
+        phone        TEXT,
+        tid          TEXT,
+        cid          TEXT,
+        manual       INTEGER NOT NULL DEFAULT 0,
+        updated_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX registry_by_plate ON registry(plate) WHERE plate IS NOT NULL;
+    CREATE UNIQUE INDEX registry_by_tid ON registry(tid) WHERE tid IS NOT NULL;
+    CREATE UNIQUE INDEX registry_by_vin ON registry(vin) WHERE vin IS NOT NULL;
+    CREATE UNIQUE INDEX registry_by_phone ON registry(phone) WHERE phone IS NOT NULL;
+    CREATE INDEX registry_automatic_by_seen ON registry(last_seen_ms) WHERE manual = 0;
+    CREATE TABLE fusion_journal (
+        seq         INTEGER PRIMARY KEY,
+        topic       TEXT    NOT NULL,
+        received_ms INTEGER NOT NULL,
+        body        BLOB    NOT NULL
+    );",
+    },
+    // v6: the store's eviction alarm joins the other edge alarms in `edge_alarms` (it was a `kv`
     // flag; the flag is kept in step for older builds, so this is additive).
     Migration {
         compat: Compat::Additive,
         sql: "INSERT OR IGNORE INTO edge_alarms(name, subject, raised_ms, detail)
         SELECT 'backlog_eviction', '', 0, '{}' FROM kv WHERE key = 'eviction_alarm' AND value = 'raised';",
     },
-    // v6: commands are found by request id, so a command the broker delivers again (persistent
+    // v7: commands are found by request id, so a command the broker delivers again (persistent
     // session) is recognised and gets no second execution and no second result.
     Migration {
         compat: Compat::Additive,

@@ -1,0 +1,680 @@
+//! The web API against CONTRACT 6, over real loopback sockets: the appliance in process with a
+//! real mosquitto (mutual TLS), a simulated GB/T 37987 reader the edge dials, a simulated JT/T 808
+//! terminal, and the web server on an ephemeral port. Every rule of CONTRACT 6 has its test
+//! (401, 403 without or with a wrong CSRF token, 413, 400, 429, viewer read-only, logout), plus
+//! the attacks of issue 9 (paths with `..`, slow-loris, 1,000 parallel requests) and the "two
+//! doors" proof: a write from the page reaches the same command-plane function as the matching
+//! MQTT command, so both leave the same result record on the same response topic.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::web::{Client, Response};
+use common::{Cloud, Mosquitto, Pki, RunningAppliance};
+use roadedge::protocol::gbt37987::Dialect;
+use roadedge::sim::reader::{SimMode, SimReader, SimReaderOptions};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const ADMIN: (&str, &str) = ("admin", "correct horse");
+const VIEWER: (&str, &str) = ("watcher", "look only");
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct World {
+    _dir: tempfile::TempDir,
+    _broker: Mosquitto,
+    cloud: Cloud,
+    app: RunningAppliance,
+    reader: SimReader,
+    web: std::net::SocketAddr,
+    ca_file: std::path::PathBuf,
+    stop: CancellationToken,
+}
+
+impl World {
+    async fn start(tls: bool) -> World {
+        roadedge::ops::logging::init("info,rumqttc=warn");
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let broker = Mosquitto::start(dir.path(), &pki);
+        let cloud = Cloud::connect(broker.port, &pki, &format!("cloud-web-{}", common::free_port())).await;
+        let stop = CancellationToken::new();
+        let mut options = SimReaderOptions::new(
+            *b"WEBTEST1",
+            Dialect::Gbt37987_2019,
+            SimMode::Listen("127.0.0.1:0".parse().unwrap()),
+        );
+        options.report_interval = Duration::from_millis(300);
+        let reader = SimReader::spawn(options, stop.clone()).await.unwrap();
+        let reader_addr = reader.local_addr.unwrap();
+        let jt808_port = common::free_port();
+        let hash = |p: &str| roadedge::web::auth::hash_password(p).unwrap();
+        let tls_section = if tls {
+            format!(
+                "  tls: {{cert_file: {}, key_file: {}}}\n",
+                pki.broker.cert.display(),
+                pki.broker.key.display()
+            )
+        } else {
+            String::new()
+        };
+        let extra = format!(
+            "jt808: {{listen: '127.0.0.1:{jt808_port}'}}\nreaders:\n  keepalive_interval: 1s\n  devices:\n    - {{id: gate, tcp: '{reader_addr}'}}\n\
+             web:\n  listen: 127.0.0.1:0\n{tls_section}  users:\n    - {{name: {}, role: admin, password_hash: '{}'}}\n    - {{name: {}, role: viewer, password_hash: '{}'}}\n",
+            ADMIN.0,
+            hash(ADMIN.1),
+            VIEWER.0,
+            hash(VIEWER.1),
+        );
+        let config = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&extra);
+        std::fs::write(&config, text).unwrap();
+        let app = common::start_appliance(&config).await;
+        let web = app.web.expect("the web page is served");
+        let terminals = roadedge::sim::jt808::SimOptions {
+            server: format!("127.0.0.1:{jt808_port}"),
+            terminals: 1,
+            rate: 1.0,
+            ..Default::default()
+        };
+        tokio::spawn(roadedge::sim::jt808::run(
+            terminals,
+            Arc::new(roadedge::sim::jt808::SimStats::default()),
+            stop.clone(),
+        ));
+        cloud.wait_edge_online().await;
+        World {
+            _dir: dir,
+            _broker: broker,
+            cloud,
+            app,
+            reader,
+            web,
+            ca_file: pki.ca_file.clone(),
+            stop,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.web)
+    }
+
+    async fn admin(&self) -> Client {
+        let mut c = self.client();
+        assert_eq!(c.login(ADMIN.0, ADMIN.1).await.status, 200);
+        c
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.app.stop().await;
+    }
+
+    /// Waits for the command result with `request_id` on `topic`.
+    async fn result_on(&self, topic: &str, request_id: &str) -> Value {
+        let rid = request_id.to_string();
+        let t = topic.to_string();
+        self.cloud
+            .wait_for(&format!("result {request_id} on {topic}"), LIMIT, move |m| {
+                m.iter()
+                    .any(|m| m.topic == t && m.payload["request_id"] == rid.as_str())
+            })
+            .await;
+        self.cloud
+            .on_topic(topic)
+            .into_iter()
+            .find(|m| m.payload["request_id"] == request_id)
+            .unwrap()
+            .payload
+    }
+}
+
+fn assert_error_says_what_to_do(r: &Response, status: u16) {
+    assert_eq!(r.status, status, "{:?}", String::from_utf8_lossy(&r.body));
+    let body = r.json();
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    assert!(body["hint"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+}
+
+#[tokio::test]
+async fn contract_6_rules_hold_for_every_route() {
+    let w = World::start(false).await;
+    let anon = w.client();
+
+    // healthz without a session; the page itself without a session, with strict headers.
+    let health = anon.get("/healthz").await;
+    assert_eq!((health.status, health.json()), (200, json!({"status": "ok"})));
+    let page = anon.get("/").await;
+    assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").unwrap();
+    for part in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
+
+    // 401: every API route without a session.
+    for path in [
+        "/api/status",
+        "/api/readers",
+        "/api/overview",
+        "/api/logs",
+        "/api/session",
+    ] {
+        assert_error_says_what_to_do(&anon.get(path).await, 401);
+    }
+    assert_error_says_what_to_do(&anon.post("/api/logout", &json!({})).await, 401);
+
+    // Login: wrong password and unknown user 401; right one 200 with the cookie's flags.
+    let mut c = w.client();
+    assert_error_says_what_to_do(&c.login(ADMIN.0, "wrong").await, 401);
+    assert_error_says_what_to_do(&c.login("nobody", ADMIN.1).await, 401);
+    let ok = c.login(ADMIN.0, ADMIN.1).await;
+    assert_eq!(ok.status, 200);
+    assert!(ok.json()["csrf_token"].as_str().is_some_and(|t| t.len() == 64));
+    let cookie = ok.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "no Secure without TLS: {cookie}");
+
+    // GET /api/status has the contract's keys.
+    let status = c.get("/api/status").await.json();
+    for k in ["edge_id", "version", "uptime_s", "uplink", "readers", "vehicles"] {
+        assert!(status.get(k).is_some(), "{k}: {status}");
+    }
+    for k in ["connected", "backlog_rows", "backlog_bytes", "oldest_unsent_age_s"] {
+        assert!(status["uplink"].get(k).is_some(), "{k}");
+    }
+    assert!(status["vehicles"].get("gbt32960").is_some() && status["vehicles"].get("jt808").is_some());
+
+    // 403: a non-GET without the CSRF token, or with a forged one.
+    let ping = serde_json::to_vec(&json!({"action": "ping"})).unwrap();
+    let mut no_csrf = c.clone();
+    no_csrf.csrf = None;
+    assert_error_says_what_to_do(&no_csrf.send("POST", "/api/edge/command", Some(&ping), &[]).await, 403);
+    let forged = c
+        .send(
+            "POST",
+            "/api/edge/command",
+            Some(&ping),
+            &[("X-CSRF-Token", &"0".repeat(64))],
+        )
+        .await;
+    assert_error_says_what_to_do(&forged, 403);
+    // Another session's token is no good either.
+    let other = w.admin().await;
+    let crossed = c
+        .send(
+            "POST",
+            "/api/edge/command",
+            Some(&ping),
+            &[("X-CSRF-Token", other.csrf.as_deref().unwrap())],
+        )
+        .await;
+    assert_error_says_what_to_do(&crossed, 403);
+    let answered = c.send("POST", "/api/edge/command", Some(&ping), &[]).await;
+    assert_eq!(answered.status, 200, "{:?}", answered.json());
+    assert_eq!(answered.json()["answer"]["pong"], true);
+
+    // 400: bad JSON, with a message.
+    let bad = c.send("POST", "/api/edge/command", Some(b"{\"action\": "), &[]).await;
+    assert_error_says_what_to_do(&bad, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("not valid JSON"));
+    let not_object = c.send("POST", "/api/edge/command", Some(b"[1,2]"), &[]).await;
+    assert_error_says_what_to_do(&not_object, 400);
+
+    // 413: a 10 MB body, announced or chunked.
+    let big = vec![b' '; 10 << 20];
+    assert_error_says_what_to_do(&c.send("POST", "/api/edge/command", Some(&big), &[]).await, 413);
+    let chunked = chunked_post(&c, "/api/edge/command", 10 << 20).await;
+    assert_eq!(chunked.status, 413, "{:?}", String::from_utf8_lossy(&chunked.body));
+
+    // Viewer: reads, but no write.
+    let mut viewer = w.client();
+    assert_eq!(viewer.login(VIEWER.0, VIEWER.1).await.json()["role"], "viewer");
+    assert_eq!(viewer.get("/api/readers").await.status, 200);
+    assert_error_says_what_to_do(&viewer.post("/api/edge/command", &json!({"action": "ping"})).await, 403);
+    assert_error_says_what_to_do(
+        &viewer
+            .post(
+                "/api/readers/gate/command",
+                &json!({"action": "start_rule", "spec_id": 1}),
+            )
+            .await,
+        403,
+    );
+
+    // Logout ends the session; its cookie and token (replayed) are refused afterwards.
+    assert_eq!(c.post("/api/logout", &json!({})).await.status, 200);
+    assert_error_says_what_to_do(&c.get("/api/status").await, 401);
+    assert_error_says_what_to_do(&c.post("/api/edge/command", &json!({"action": "ping"})).await, 401);
+
+    // Every refusal was counted.
+    let web = &w.app.metrics.web;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(web.unauthorized_total.load(Relaxed) >= 8);
+    assert!(web.forbidden_total.load(Relaxed) >= 5);
+    assert!(web.bad_request_total.load(Relaxed) >= 2);
+    assert!(web.too_large_total.load(Relaxed) >= 2);
+    w.stop().await;
+}
+
+/// POSTs `size` bytes with chunked transfer encoding (no Content-Length).
+async fn chunked_post(c: &Client, path: &str, size: usize) -> Response {
+    use tokio::io::AsyncWriteExt;
+    let mut s = c.connect().await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: roadedge_session={}\r\nX-CSRF-Token: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        c.cookie.as_deref().unwrap_or(""),
+        c.csrf.as_deref().unwrap_or("")
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if tokio::time::timeout(Duration::from_secs(5), s.write_all(&frame))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    common::web::read_response(&mut s).await
+}
+
+#[tokio::test]
+async fn five_failed_logins_from_one_address_block_it_for_a_minute_and_only_it() {
+    let w = World::start(false).await;
+    let mut attacker = w.client().from("127.0.0.2");
+    for _ in 0..5 {
+        assert_eq!(attacker.login(ADMIN.0, "guess").await.status, 401);
+    }
+    let blocked = attacker.login(ADMIN.0, ADMIN.1).await;
+    assert_error_says_what_to_do(&blocked, 429);
+    let retry: u64 = blocked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Another address logs in as usual.
+    let mut technician = w.client().from("127.0.0.3");
+    assert_eq!(technician.login(ADMIN.0, ADMIN.1).await.status, 200);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(w.app.metrics.web.rate_limited_total.load(Relaxed) >= 1);
+    assert!(w.app.metrics.web.login_failures_total.load(Relaxed) >= 5);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn paths_with_dot_dot_and_unknown_files_get_404_and_nothing_from_disk() {
+    let w = World::start(false).await;
+    let c = w.client();
+    for path in [
+        "/../../../../etc/passwd",
+        "/..%2f..%2f..%2fetc%2fpasswd",
+        "/%2e%2e/%2e%2e/Cargo.toml",
+        "/static/../Cargo.toml",
+        "/app.js/../../src/main.rs",
+        "/src/web/static/app.js",
+    ] {
+        let r = c.get(path).await;
+        assert!(r.status == 404 || r.status == 400, "{path}: {}", r.status);
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            !body.contains("root:") && !body.contains("[package]") && !body.contains("fn main"),
+            "{path}"
+        );
+    }
+    let admin = w.admin().await;
+    // A firmware upload named like a path is refused before anything is written.
+    for name in ["../../evil", "..%2Fevil", ".hidden", "a%2Fb"] {
+        let r = admin
+            .send("POST", &format!("/api/readers/firmware?name={name}"), Some(b"x"), &[])
+            .await;
+        assert_error_says_what_to_do(&r, 400);
+    }
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn slow_loris_clients_are_closed_and_others_are_still_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::start(false).await;
+    // 80 connections from one address that never finish their headers (more than one address's
+    // share of the connection slots).
+    let slow = w.client().from("127.0.0.5");
+    let mut loris = Vec::new();
+    for _ in 0..80 {
+        let mut s = slow.connect().await;
+        let _ = s.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+        loris.push(s);
+    }
+    // Meanwhile a technician from another address is served at once.
+    let started = Instant::now();
+    let health = w.client().from("127.0.0.6").get("/healthz").await;
+    assert_eq!(health.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The slow ones are closed (headers not in within 10 s) or answered 503 (no slot).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for mut s in loris {
+        let mut buf = Vec::new();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = tokio::time::timeout(left, s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a slow-loris connection stayed open");
+        if !buf.is_empty() {
+            assert!(
+                buf.starts_with(b"HTTP/1.1 503") || buf.starts_with(b"HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&buf)
+            );
+        }
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &w.app.metrics.web;
+    assert!(m.slow_closed_total.load(Relaxed) + m.refused_total.load(Relaxed) >= 80);
+    assert_eq!(w.client().get("/healthz").await.status, 200);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_parallel_requests_are_all_answered_and_nothing_breaks() {
+    let w = World::start(false).await;
+    let admin = w.admin().await;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let c = admin.clone();
+        tasks.spawn(async move {
+            let path = if i % 2 == 0 { "/api/status" } else { "/api/overview" };
+            c.get(path).await.status
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(r) = tasks.join_next().await {
+        *statuses.entry(r.unwrap()).or_insert(0) += 1;
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let answered: u32 = statuses
+        .iter()
+        .filter(|(s, _)| [200, 503].contains(*s))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(answered, 1000, "{statuses:?}");
+    assert!(statuses.get(&200).copied().unwrap_or(0) >= 900, "{statuses:?}");
+    assert_eq!(admin.get("/api/status").await.status, 200);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn under_tls_the_page_is_served_over_https_and_the_cookie_is_secure() {
+    let w = World::start(true).await;
+    // A plain-text request to the TLS port gets no HTTP answer.
+    let plain = w.client().get("/healthz").await;
+    assert_ne!(plain.status, 200);
+    let tls = roadedge::tls::client_config(Some(&w.ca_file), None).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let login = br#"{"username":"admin","password":"correct horse"}"#;
+    let request = format!(
+        "POST /api/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        login.len()
+    );
+    let tcp = w.client().connect().await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = tokio::time::timeout(LIMIT, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(login).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw)).await;
+    let r = common::web::parse_response(&raw);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&raw));
+    let cookie = r.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(r.header("strict-transport-security").is_some());
+    w.stop().await;
+}
+
+/// Sends `command` to reader `gate` through the page and returns the job's final JSON.
+async fn page_command(c: &Client, path: &str, command: Value) -> Value {
+    let mut r = c.post(path, &command).await;
+    assert!(r.status == 200 || r.status == 202, "{} {:?}", r.status, r.json());
+    let deadline = Instant::now() + LIMIT;
+    while r.json()["state"] == "running" {
+        assert!(Instant::now() < deadline, "job did not end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        r = c.get(&format!("/api/jobs/{}", r.json()["id"])).await;
+    }
+    r.json()
+}
+
+#[tokio::test]
+async fn a_rule_added_from_the_page_and_one_from_mqtt_go_through_the_same_command_plane_function() {
+    let w = World::start(false).await;
+    let admin = w.admin().await;
+    let wait_reader_up = || async {
+        let deadline = Instant::now() + LIMIT;
+        while !w.reader.is_connected() {
+            assert!(Instant::now() < deadline, "reader connected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_reader_up().await;
+    let template = |id: u32| {
+        roadedge::reader::rules::default_select_spec(id, roadedge::reader::rules::SpecState::Disabled, 1, &[1])
+    };
+
+    // Door 1: the page.
+    let job = page_command(
+        &admin,
+        "/api/readers/gate/command",
+        json!({"action": "add_rule", "select_spec": template(21)}),
+    )
+    .await;
+    assert_eq!(job["ok"], true, "{job}");
+    let started = page_command(
+        &admin,
+        "/api/readers/gate/command",
+        json!({"action": "start_rule", "spec_id": 21}),
+    )
+    .await;
+    assert_eq!(started["ok"], true, "{started}");
+    // Door 2: MQTT.
+    w.cloud
+        .publish(
+            "gbt37987/gate/dn",
+            json!({"request_id": "cloud-22", "action": "add_rule", "select_spec": template(22)}),
+        )
+        .await;
+    let from_cloud = w.result_on("gbt37987/gate/up/response", "cloud-22").await;
+    // The page's command left the same kind of result record on the same topic: both went
+    // through CommandPlane::submit and the reader service's hub action.
+    let page_request_id = job["request_id"].as_str().unwrap();
+    assert!(page_request_id.starts_with("web-"), "{job}");
+    let from_page = w.result_on("gbt37987/gate/up/response", page_request_id).await;
+    let shape = |v: &Value| {
+        let mut keys: Vec<String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "edge")
+            .cloned()
+            .collect();
+        keys.sort();
+        (keys, v["answer"]["stored"].clone(), v["answer"]["kind"].clone())
+    };
+    assert_eq!(shape(&from_page), shape(&from_cloud), "{from_page} vs {from_cloud}");
+    // Both rules are the edge's desired rules and the reader holds them; 21 runs.
+    let held = w.app.readers.as_ref().unwrap().rules("gate").await.unwrap();
+    assert!(held.select.contains_key(&21) && held.select.contains_key(&22));
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let specs = w.reader.select_specs();
+        if specs.get(&21) == Some(&roadedge::reader::rules::SpecState::Active) && specs.contains_key(&22) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reader holds both rules: {specs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The page shows the rule and its reports arrive on the reader's page.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let page = admin.get("/api/readers/gate").await.json();
+        let rule = page["select_rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["spec_id"] == 21)
+            .cloned();
+        let tags_of_21 = page["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["select_spec_id"] == 21);
+        if rule.is_some_and(|r| r["desired"] == "active") && tags_of_21 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reports of rule 21 on the page: {page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A bad rule from the page is rejected with the reader service's own reason and a hint.
+    let bad = page_command(
+        &admin,
+        "/api/readers/gate/command",
+        json!({"action": "start_rule", "spec_id": 99}),
+    )
+    .await;
+    assert_eq!(
+        (bad["ok"].clone(), bad["result"].clone()),
+        (json!(false), json!("rejected"))
+    );
+    assert!(
+        bad["error"].as_str().unwrap().contains("99") && bad["hint"].is_string(),
+        "{bad}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn vehicle_and_edge_commands_from_the_page_go_through_the_command_plane_like_mqtt_ones() {
+    let w = World::start(false).await;
+    let admin = w.admin().await;
+    // The simulated terminal comes online.
+    let deadline = Instant::now() + LIMIT;
+    let phone = loop {
+        let v = admin.get("/api/vehicles").await.json();
+        if let Some(id) = v["jt808"]["vehicles"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["online"] == true))
+            .and_then(|x| x["id"].as_str())
+        {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "a terminal online: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let topic = format!("jt808/{phone}/{phone}/up");
+    // Door 1: the page; door 2: MQTT. Same query (location, 0x8201).
+    let job = page_command(
+        &admin,
+        &format!("/api/vehicles/jt808/{phone}/command"),
+        json!({"header": {"msg_id": 0x8201}}),
+    )
+    .await;
+    assert_eq!(job["ok"], true, "{job}");
+    w.cloud
+        .publish(
+            &format!("jt808/{phone}/{phone}/dn"),
+            json!({"request_id": "cloud-q", "header": {"msg_id": 0x8201}}),
+        )
+        .await;
+    let from_cloud = w.result_on(&topic, "cloud-q").await;
+    assert_eq!(from_cloud["ok"], true, "{from_cloud}");
+    w.cloud
+        .wait_for("the page's query result on the response topic", LIMIT, |m| {
+            m.iter()
+                .any(|m| m.topic == topic && m.payload["request_id"].as_str().is_some_and(|r| r.starts_with("web-")))
+        })
+        .await;
+    // Edge commands: the page's ping is answered on edge/{id}/cmd/result like the cloud's.
+    let ping = page_command(&admin, "/api/edge/command", json!({"action": "ping"})).await;
+    assert_eq!(ping["answer"]["pong"], true);
+    w.cloud
+        .wait_for("the page's ping result", LIMIT, |m| {
+            m.iter().any(|m| {
+                m.topic == "edge/cab-1/cmd/result"
+                    && m.payload["request_id"].as_str().is_some_and(|r| r.starts_with("web-"))
+            })
+        })
+        .await;
+    // Unknown actions are rejected with the plane's reason.
+    let unknown = page_command(&admin, "/api/edge/command", json!({"action": "fly"})).await;
+    assert_eq!(unknown["result"], "rejected");
+    assert!(unknown["error"].as_str().unwrap().contains("unknown action"));
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn the_log_ring_shows_the_appliances_own_events_filtered_and_live() {
+    let w = World::start(false).await;
+    let admin = w.admin().await;
+    let all = admin.get("/api/logs").await.json();
+    assert!(all["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["message"].as_str().unwrap().contains("roadedge running")));
+    let warn = admin.get("/api/logs?level=warn").await.json();
+    assert!(warn["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["level"] == "warn" || l["level"] == "error"));
+    let readers = admin.get("/api/logs?module=roadedge%3A%3Areader").await.json();
+    assert!(readers["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["target"].as_str().unwrap().contains("roadedge::reader")));
+    // Live: the event stream carries a line logged after it opened.
+    let last = all["last_seq"].as_u64().unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = admin.connect().await;
+    let req = format!(
+        "GET /api/events?topics=logs&q=marker-for-the-live-test&after={last} HTTP/1.1\r\nHost: x\r\nCookie: roadedge_session={}\r\n\r\n",
+        admin.cookie.as_deref().unwrap()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tracing::info!("marker-for-the-live-test");
+    let mut buf = vec![0u8; 65536];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while !String::from_utf8_lossy(&seen).contains("marker-for-the-live-test") {
+        assert!(
+            Instant::now() < deadline,
+            "live log line: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let n = tokio::time::timeout(LIMIT, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("event:logs"));
+    w.stop().await;
+}

@@ -1,0 +1,316 @@
+//! The management page in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+//! installed by `scripts/test`), driven over WebDriver: log in with the keyboard, watch the
+//! dashboard's charts take new points, add and start a select rule on a simulated reader and see
+//! its reports arrive, send a vehicle a command and see the answer, read the live log, log out.
+//! A screenshot of every page is saved to `target/screenshots/` (not committed) at 1366x768.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Cloud, Mosquitto, Pki};
+use fantoccini::{Client, ClientBuilder, Locator};
+use roadedge::protocol::gbt37987::Dialect;
+use roadedge::sim::reader::{SimMode, SimReader, SimReaderOptions};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "cabinet-42";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromedriver() -> Option<std::path::PathBuf> {
+    ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+}
+
+async fn browser(profile: &std::path::Path) -> (Driver, Client) {
+    let binary = chromedriver().expect("chromedriver is not installed (scripts/test installs chromium-driver)");
+    let port = common::free_port();
+    let child = Command::new(binary)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(child);
+    let deadline = Instant::now() + LIMIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1366,768",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = tokio::time::timeout(
+        LIMIT,
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}")),
+    )
+    .await
+    .expect("a WebDriver session within the limit")
+    .expect("a WebDriver session");
+    (driver, client)
+}
+
+fn shots_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    // Let charts and live tables settle.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let png = tokio::time::timeout(LIMIT, c.screenshot()).await.unwrap().unwrap();
+    std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Waits until the script returns true.
+async fn until(c: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let v = tokio::time::timeout(LIMIT, c.execute(script, vec![])).await.unwrap();
+        if v.ok().and_then(|v| v.as_bool()) == Some(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    let el = tokio::time::timeout(LIMIT, c.wait().at_most(LIMIT).for_element(Locator::Css(css)))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.click().await.unwrap();
+}
+
+async fn go(c: &Client, url: &str) {
+    tokio::time::timeout(LIMIT, c.goto(url)).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_vehicle_and_logs_out() {
+    roadedge::ops::logging::init("info,rumqttc=warn");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let broker = Mosquitto::start(dir.path(), &pki);
+    let _cloud = Cloud::connect(broker.port, &pki, "cloud-browser").await;
+    let stop = CancellationToken::new();
+    let mut options = SimReaderOptions::new(
+        *b"BROWSER1",
+        Dialect::Gbt37987_2019,
+        SimMode::Listen("127.0.0.1:0".parse().unwrap()),
+    );
+    options.report_interval = Duration::from_millis(400);
+    let reader = SimReader::spawn(options, stop.clone()).await.unwrap();
+    let jt808_port = common::free_port();
+    let config = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "jt808: {{listen: '127.0.0.1:{jt808_port}'}}\nreaders:\n  keepalive_interval: 1s\n  devices:\n    - {{id: gantry-north, tcp: '{}'}}\n\
+         web:\n  listen: 127.0.0.1:0\n  users: [{{name: admin, role: admin, password_hash: '{}'}}]\n",
+        reader.local_addr.unwrap(),
+        roadedge::web::auth::hash_password(PASSWORD).unwrap()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let app = common::start_appliance(&config).await;
+    let url = format!("http://{}/", app.web.unwrap());
+    tokio::spawn(roadedge::sim::jt808::run(
+        roadedge::sim::jt808::SimOptions {
+            server: format!("127.0.0.1:{jt808_port}"),
+            terminals: 2,
+            rate: 2.0,
+            ..Default::default()
+        },
+        Arc::new(roadedge::sim::jt808::SimStats::default()),
+        stop.clone(),
+    ));
+
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+
+    // Log in with the keyboard only: type, Enter.
+    go(&c, &url).await;
+    until(&c, "the login form", "return !!document.querySelector('#login-pass')").await;
+    screenshot(&c, "01-login").await;
+    let pass = c.find(Locator::Css("#login-pass")).await.unwrap();
+    pass.send_keys("wrong-password\u{E007}").await.unwrap();
+    until(&c, "the login error", "return !!document.querySelector('.notice.bad')").await;
+    let error = c.find(Locator::Css(".notice.bad")).await.unwrap().text().await.unwrap();
+    assert!(
+        error.contains("Wrong user name or password") && error.contains("What to do"),
+        "{error}"
+    );
+    screenshot(&c, "02-login-failed").await;
+    let pass = c.find(Locator::Css("#login-pass")).await.unwrap();
+    pass.clear().await.unwrap();
+    pass.send_keys(&format!("{PASSWORD}\u{E007}")).await.unwrap();
+
+    // Dashboard: live tiles and charts that take new points.
+    until(
+        &c,
+        "the dashboard with the uplink connected",
+        "const t = document.querySelector('#tile-uplink .value'); return !!t && t.textContent === 'Connected'",
+    )
+    .await;
+    until(&c, "the chart history", "return !!(S.history && S.history.t)").await;
+    let first: u64 = c
+        .execute("return S.history.t.length", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    until(
+        &c,
+        "a new chart point from the live stream",
+        &format!("return S.history.t.length > {first}"),
+    )
+    .await;
+    screenshot(&c, "03-dashboard").await;
+    // A reload keeps the charts' hour (the appliance keeps it).
+    c.refresh().await.unwrap();
+    until(
+        &c,
+        "the charts after a reload",
+        &format!("return !!(S.history && S.history.t && S.history.t.length > {first})"),
+    )
+    .await;
+
+    // Readers: the list, then the reader; add rule 10 and start it; its reports arrive.
+    click(&c, "nav a[data-view=readers]").await;
+    until(
+        &c,
+        "the reader list",
+        "return document.body.innerText.includes('gantry-north')",
+    )
+    .await;
+    screenshot(&c, "04-readers").await;
+    go(&c, &format!("{url}#/readers/gantry-north")).await;
+    until(&c, "the reader page", "return !!document.querySelector('#rule-add')").await;
+    let id = c.find(Locator::Css("#rule-id")).await.unwrap();
+    id.clear().await.unwrap();
+    id.send_keys("10").await.unwrap();
+    let antennas = c.find(Locator::Css("#rule-antennas")).await.unwrap();
+    antennas.clear().await.unwrap();
+    antennas.send_keys("1").await.unwrap();
+    click(&c, "#rule-add").await;
+    until(
+        &c,
+        "rule 10 active in the table",
+        "const r = document.querySelector('#rules tr[data-rule=\"10\"]'); return !!r && r.innerText.includes('active')",
+    )
+    .await;
+    until(
+        &c,
+        "tag reports of rule 10",
+        "return [...document.querySelectorAll('#tags tbody tr')].some(r => r.lastChild.textContent === '10')",
+    )
+    .await;
+    assert_eq!(
+        reader.select_specs().get(&10),
+        Some(&roadedge::reader::rules::SpecState::Active)
+    );
+    screenshot(&c, "05-reader").await;
+    // The reset asks first; Cancel leaves the reader alone.
+    click(&c, "#reader-reset").await;
+    until(
+        &c,
+        "the confirmation",
+        "return !!document.querySelector('dialog[open]')",
+    )
+    .await;
+    screenshot(&c, "06-reader-reset-confirm").await;
+    click(&c, "dialog[open] button").await;
+    assert_eq!(reader.resets(), 0);
+
+    // Vehicles: a terminal's last data; send it a location query and see the answer.
+    click(&c, "nav a[data-view=vehicles]").await;
+    until(
+        &c,
+        "an online terminal",
+        "return [...document.querySelectorAll('button')].some(b => b.textContent.startsWith('Command'))",
+    )
+    .await;
+    c.execute(
+        "[...document.querySelectorAll('button')].find(b => b.textContent.startsWith('Command')).click()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&c, "#cmd-send").await;
+    until(
+        &c,
+        "the command's answer",
+        "const j = document.querySelector('#vehicle-command .job'); return !!j && j.innerText.includes('done')",
+    )
+    .await;
+    screenshot(&c, "07-vehicles").await;
+
+    // Logs: recent lines, filtered, live.
+    click(&c, "nav a[data-view=logs]").await;
+    until(
+        &c,
+        "log lines",
+        "return document.querySelectorAll('.log div').length > 3",
+    )
+    .await;
+    screenshot(&c, "08-logs").await;
+
+    // Activity: what was done from the page.
+    click(&c, "nav a[data-view=activity]").await;
+    until(
+        &c,
+        "the activity list",
+        "return document.body.innerText.includes('gantry-north: start_rule')",
+    )
+    .await;
+    screenshot(&c, "09-activity").await;
+
+    // Log out: back at the login form, and the session is gone.
+    click(&c, "#logout").await;
+    until(
+        &c,
+        "the login form after logout",
+        "return !!document.querySelector('#login-pass')",
+    )
+    .await;
+    let status: serde_json::Value = c
+        .execute_async(
+            "const done = arguments[0]; fetch('/api/status').then(r => done(r.status))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(401));
+
+    c.close().await.unwrap();
+    stop.cancel();
+    app.stop().await;
+}
