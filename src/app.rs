@@ -136,12 +136,10 @@ pub async fn run_with(
         version: VERSION.to_string(),
         started_ms: now_ms(),
     };
-    let plane = Arc::new(CommandPlane::new(
-        store.clone(),
-        edge,
-        config.uplink.command_ttl,
-        metrics.clone(),
-    ));
+    let plane = Arc::new(
+        CommandPlane::new(store.clone(), edge, config.uplink.command_ttl, metrics.clone())
+            .with_max_ttl(config.uplink.max_command_ttl),
+    );
     let registry_max = config
         .fusion
         .as_ref()
@@ -212,7 +210,7 @@ pub async fn run_with(
             intake_stop.clone(),
         )
         .await
-        .with_context(|| format!("gbt32960: listening on {}", section.listen))?;
+        .with_context(|| format!("gbt32960: listening on {}", section.server.listen))?;
         intake.push(gateway.task);
     }
     // GB/T 37987 readers (link supervisors, dial-in listener, reader service) and the cron jobs.

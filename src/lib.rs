@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod fusion;
 pub mod gateway;
+pub mod limits;
 pub mod link;
 pub mod metrics;
 pub mod ops;

@@ -25,6 +25,9 @@ pub struct ProtocolCounters {
     pub handshake_failures: AtomicU64,
     /// Commits that failed, their messages refused to the device (it sends them again).
     pub commit_refusals: AtomicU64,
+    /// Connections closed because the protocol's connections together buffered
+    /// `max_buffered_bytes` of incomplete frames.
+    pub buffer_limit_closed: AtomicU64,
 }
 
 impl ProtocolCounters {
@@ -38,6 +41,7 @@ impl ProtocolCounters {
             "refused_total": self.refused_total.load(Relaxed),
             "handshake_failures": self.handshake_failures.load(Relaxed),
             "commit_refusals": self.commit_refusals.load(Relaxed),
+            "buffer_limit_closed": self.buffer_limit_closed.load(Relaxed),
         })
     }
 }
@@ -71,6 +75,8 @@ pub struct UplinkCounters {
     pub published_total: AtomicU64,
     pub reconnects_total: AtomicU64,
     pub commands_total: AtomicU64,
+    /// Commands delivered again by the broker (same request id), not run or queued twice.
+    pub commands_repeated_total: AtomicU64,
     puback_latency_ms: Mutex<LatencyWindow>,
 }
 
@@ -268,6 +274,8 @@ pub struct Metrics {
     pub store: StoreCounters,
     pub uplink: UplinkCounters,
     pub readers: Mutex<BTreeMap<String, ReaderState>>,
+    /// How often the global bounds and identity rules bit.
+    pub limits: crate::limits::LimitCounters,
     pub fusion: FusionCounters,
     pub web: WebCounters,
 }
@@ -327,6 +335,7 @@ impl Metrics {
                 "reconnects_total": self.uplink.reconnects_total.load(Relaxed),
             },
             "readers": readers,
+            "limits": self.limits.snapshot(),
             "fusion": self.fusion.snapshot(),
             "web": self.web.snapshot(),
             "system": system,

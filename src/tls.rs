@@ -75,17 +75,65 @@ pub fn client_config(ca_file: Option<&Path>, cert_and_key: Option<(&Path, &Path)
     Ok(config)
 }
 
-/// Server configuration; with `client_ca_file`, clients must present a certificate it signed.
-pub fn server_config(cert: &Path, key: &Path, client_ca_file: Option<&Path>) -> Result<ServerConfig, TlsError> {
+/// Server configuration; with `client_ca_file`, clients must present a certificate it signed
+/// (or may present none, when `optional`: such sessions are unbound).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca_file: Option<&Path>,
+    optional: bool,
+) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match client_ca_file {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(Some(ca))?), provider())
-                .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(Some(ca))?), provider());
+            let verifier = if optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Verifier(e.to_string()))?)
         }
         None => builder.with_no_client_auth(),
     };
     Ok(builder.with_single_cert(load_certs(cert)?, load_key(key)?)?)
+}
+
+/// The identities a (verified) certificate names: its subject CNs and its DNS, URI and e-mail
+/// SANs. Empty when the certificate cannot be parsed.
+pub fn certificate_identities(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            use x509_parser::extensions::GeneralName;
+            match name {
+                GeneralName::DNSName(n) | GeneralName::URI(n) | GeneralName::RFC822Name(n) => names.push(n.to_string()),
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_come_from_the_cn_and_the_sans() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::sim::pki::TestCa::new(dir.path(), "ca").unwrap();
+        let client = ca.client("vehicle", "LSVAX60E1N2000001").unwrap();
+        let der = load_certs(&client.cert).unwrap();
+        let ids = certificate_identities(&der[0]);
+        assert!(ids.iter().any(|i| i == "LSVAX60E1N2000001"), "{ids:?}");
+        assert!(certificate_identities(b"not a certificate").is_empty());
+    }
 }

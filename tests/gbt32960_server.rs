@@ -41,6 +41,10 @@ async fn server_with(idle: Duration, session: SessionSettings) -> Server {
         max_connections: 100,
         handshake_timeout: Duration::from_secs(5),
         session,
+        bind_identity: false,
+        allow_plain: false,
+        replace: roadedge::config::Replace::Allow,
+        buffered: Arc::new(roadedge::limits::ByteBudget::default()),
     };
     let shutdown = CancellationToken::new();
     let gw = gateway::start(

@@ -52,6 +52,10 @@ async fn server() -> Server {
         auth: Jt808Auth::Open,
         tls: None,
         max_connections: 64,
+        bind_identity: false,
+        allow_plain: false,
+        max_terminals: 100_000,
+        buffered: Arc::new(roadedge::limits::ByteBudget::default()),
     };
     spawn(
         listener,

@@ -11,7 +11,7 @@
 
 mod edge;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -155,12 +155,33 @@ pub struct CommandPlane {
     store: Store,
     edge: EdgeInfo,
     ttl: Duration,
+    /// The longest TTL a command may ask for.
+    max_ttl: Duration,
     gateways: RwLock<HashMap<Protocol, Arc<dyn DeviceGateway>>>,
     edge_actions: EdgeActions,
     metrics: Arc<Metrics>,
     /// Callers of `submit_and_wait` by (target key, request id), told the command's one result.
     waiters: Mutex<HashMap<WaiterKey, tokio::sync::oneshot::Sender<Outcome>>>,
+    /// Request ids of edge commands being run (a second delivery meanwhile is not run).
+    running_edge: Mutex<HashSet<String>>,
 }
+
+/// An edge command's claim on its request id while it runs.
+struct RunningGuard<'a> {
+    plane: &'a CommandPlane,
+    request_id: Option<String>,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if let (Some(rid), Ok(mut running)) = (&self.request_id, self.plane.running_edge.lock()) {
+            running.remove(rid);
+        }
+    }
+}
+
+/// `uplink.max_command_ttl` unless configured.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Largest command payload accepted.
 pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
@@ -171,10 +192,12 @@ impl CommandPlane {
             store,
             edge,
             ttl,
+            max_ttl: ttl.max(DEFAULT_MAX_TTL),
             gateways: RwLock::new(HashMap::new()),
             edge_actions: EdgeActions::default(),
             metrics,
             waiters: Mutex::new(HashMap::new()),
+            running_edge: Mutex::new(HashSet::new()),
         }
     }
 
@@ -234,6 +257,12 @@ impl CommandPlane {
         if let Some(tx) = waiter {
             let _ = tx.send(outcome.clone());
         }
+    }
+
+    /// Caps the TTL commands may ask for (`uplink.max_command_ttl`).
+    pub fn with_max_ttl(mut self, max_ttl: Duration) -> CommandPlane {
+        self.max_ttl = max_ttl;
+        self
     }
 
     /// The edge's own actions; services register theirs here at wiring time.
@@ -348,8 +377,14 @@ impl CommandPlane {
         };
         match target {
             Target::Edge => {
+                // A command the broker delivers again (persistent session, an acknowledgement
+                // lost with a connection) runs once and has one result.
+                let Some(_running) = self.begin_edge_command(&request_id).await? else {
+                    tracing::info!(request_id, "edge command delivered again: already taken, not run twice");
+                    return Ok(());
+                };
                 let outcome = self.edge_actions.execute(&self.edge, &self.metrics, command).await;
-                Ok(self.append_result(&Target::Edge, &request_id, outcome).await?)
+                Ok(self.record_edge_result(&request_id, outcome).await?)
             }
             Target::Device { protocol, ref device } => {
                 let gateway = self.gateways.read().ok().and_then(|g| g.get(&protocol).cloned());
@@ -359,12 +394,25 @@ impl CommandPlane {
                         .append_result(&target, &request_id, Outcome::Rejected(reason))
                         .await?);
                 }
-                let ttl_ms = command
+                let asked_ms = command
                     .get("ttl_s")
                     .and_then(Value::as_u64)
                     .map(|s| s.saturating_mul(1000))
-                    .unwrap_or(self.ttl.as_millis() as u64)
-                    .min(i64::MAX as u64) as i64;
+                    .unwrap_or(self.ttl.as_millis() as u64);
+                let max_ms = u64::try_from(self.max_ttl.as_millis()).unwrap_or(u64::MAX);
+                if asked_ms > max_ms {
+                    self.metrics
+                        .limits
+                        .command_ttl_capped_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        request_id,
+                        asked_s = asked_ms / 1000,
+                        max_s = max_ms / 1000,
+                        "command TTL cut to uplink.max_command_ttl"
+                    );
+                }
+                let ttl_ms = asked_ms.min(max_ms).min(i64::MAX as u64) as i64;
                 let key = target.key();
                 let body = serde_json::to_vec(&command).unwrap_or_default();
                 let rid = request_id.clone();
@@ -372,14 +420,25 @@ impl CommandPlane {
                     .store
                     .write(move |ctx| {
                         let now = now_ms();
-                        ctx.conn().execute(
+                        // Once per request id: a command delivered again is not queued again.
+                        let inserted = ctx.conn().execute(
                             "INSERT INTO commands(target, request_id, payload, state, created_ms, expires_ms)
-                             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+                             SELECT ?1, ?2, ?3, 'pending', ?4, ?5
+                             WHERE ?2 = '' OR NOT EXISTS
+                               (SELECT 1 FROM commands WHERE target = ?1 AND request_id = ?2)",
                             params![key, rid, body, now, now.saturating_add(ttl_ms)],
-                        )?;
-                        Ok(ctx.conn().last_insert_rowid())
+                        )? == 1;
+                        Ok(inserted.then(|| ctx.conn().last_insert_rowid()))
                     })
                     .await?;
+                let Some(id) = id else {
+                    self.metrics
+                        .uplink
+                        .commands_repeated_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(target = %target.key(), request_id, "command delivered again: already queued, ignored");
+                    return Ok(());
+                };
                 tracing::info!(target = %target.key(), id, request_id, "command queued");
                 self.dispatch(protocol, device).await
             }
@@ -536,6 +595,66 @@ impl CommandPlane {
             self.notify(target, request_id, &Outcome::Expired);
         }
         Ok(expired.len())
+    }
+
+    /// Claims an edge command's request id for one run. `None` when it runs or ran already
+    /// (delivered again); the guard lets it go when the run ends.
+    async fn begin_edge_command(&self, request_id: &str) -> Result<Option<RunningGuard<'_>>, StoreError> {
+        if request_id.is_empty() {
+            return Ok(Some(RunningGuard {
+                plane: self,
+                request_id: None,
+            }));
+        }
+        let rid = request_id.to_string();
+        let ran = self
+            .store
+            .read(move |c| {
+                Ok(
+                    c.prepare_cached("SELECT COUNT(*) FROM commands WHERE target = 'edge' AND request_id = ?1")?
+                        .query_row([rid], |r| r.get::<_, i64>(0))?
+                        > 0,
+                )
+            })
+            .await?;
+        let fresh = !ran
+            && self
+                .running_edge
+                .lock()
+                .map(|mut r| r.insert(request_id.to_string()))
+                .unwrap_or(false);
+        if !fresh {
+            self.metrics
+                .uplink
+                .commands_repeated_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(None);
+        }
+        Ok(Some(RunningGuard {
+            plane: self,
+            request_id: Some(request_id.to_string()),
+        }))
+    }
+
+    /// Appends an edge command's result and remembers its request id, in one transaction.
+    async fn record_edge_result(&self, request_id: &str, outcome: Outcome) -> Result<(), StoreError> {
+        let record = result_record(&Target::Edge, request_id, &outcome, &self.edge.edge_id);
+        let (rid, state) = (request_id.to_string(), outcome_state(&outcome));
+        self.store
+            .write(move |ctx| {
+                if !rid.is_empty() {
+                    let now = now_ms();
+                    ctx.conn().execute(
+                        "INSERT INTO commands(target, request_id, payload, state, created_ms, expires_ms, finished_ms)
+                         VALUES ('edge', ?1, x'', ?2, ?3, ?3, ?3)",
+                        params![rid, state, now],
+                    )?;
+                }
+                ctx.append(&record)
+            })
+            .await?;
+        self.notify(&Target::Edge.key(), request_id, &outcome);
+        Ok(())
     }
 
     async fn append_result(&self, target: &Target, request_id: &str, outcome: Outcome) -> Result<(), StoreError> {

@@ -71,7 +71,7 @@ pub struct Config {
     pub edge: EdgeConfig,
     pub storage: StorageConfig,
     pub uplink: UplinkConfig,
-    pub gbt32960: Option<VehicleServerConfig>,
+    pub gbt32960: Option<Gbt32960Config>,
     pub jt808: Option<Jt808Config>,
     pub readers: Option<ReadersConfig>,
     pub web: Option<WebConfig>,
@@ -118,6 +118,8 @@ pub struct UplinkConfig {
     pub command_ttl: Duration,
     /// Upper bound of QoS 1 publishes awaiting PUBACK.
     pub max_inflight: u16,
+    /// The longest TTL a command may ask for (`ttl_s`); longer ones are cut to it.
+    pub max_command_ttl: Duration,
     /// Period of `edge/{id}/metrics`.
     pub metrics_interval: Duration,
 }
@@ -128,6 +130,12 @@ pub struct ServerTls {
     pub key_file: PathBuf,
     /// When set, clients must present a certificate signed by this CA.
     pub client_ca_file: Option<PathBuf>,
+    /// The client certificate's CN or a SAN must equal the identity the device then claims
+    /// (VIN, phone, reader serial); otherwise the session closes.
+    pub bind_identity: bool,
+    /// Also accept plain TCP, and TLS without a client certificate, on this port: such sessions
+    /// are unbound (a mixed fleet while certificates roll out).
+    pub allow_plain: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +144,23 @@ pub struct VehicleServerConfig {
     pub tls: Option<ServerTls>,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Bytes buffered (incomplete frames) across all connections of the protocol.
+    pub max_buffered_bytes: u64,
+}
+
+/// Whether a GB/T 32960 login may take a VIN from a connection that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Any login replaces an unbound holder; a bound holder only by a bound login.
+    Allow,
+    /// Only a login bound to its certificate replaces a holder.
+    DenyUnbound,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gbt32960Config {
+    pub server: VehicleServerConfig,
+    pub replace: Replace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +182,12 @@ pub struct Jt808Config {
     pub server: VehicleServerConfig,
     pub auth: Jt808Auth,
     pub encoding: TextEncoding,
+    /// A subpackaged transfer with no new packet for this long gets 0x8003 for its missing packets.
+    pub reassembly_timeout: Duration,
+    /// Subpackage bytes held across all connections.
+    pub max_reassembly_bytes: u64,
+    /// Rows of `jt808_terminals` at most (registrations past it are refused in open mode).
+    pub max_terminals: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +273,14 @@ impl FusionConfig {
 #[derive(Debug, Clone)]
 pub struct ReadersConfig {
     pub listen: Option<SocketAddr>,
+    /// TLS for readers that dial in (client certificates with `client_ca_file`).
+    pub tls: Option<ServerTls>,
+    /// When set, only these serials (and configured ones) may dial in.
+    pub allowed_serials: Option<Vec<[u8; 8]>>,
+    /// Unconfigured dial-in readers remembered at most (stale ones are forgotten first).
+    pub max_unknown: usize,
+    /// Bytes buffered across all reader links.
+    pub max_buffered_bytes: u64,
     pub dialect: ReaderDialect,
     pub keepalive_interval: Duration,
     pub devices: Vec<ReaderDevice>,
@@ -377,13 +416,29 @@ impl Validator<'_> {
     }
 
     fn tls(&mut self, path: &str, raw: &raw::ServerTls) -> ServerTls {
-        ServerTls {
+        let tls = ServerTls {
             cert_file: self.file(&format!("{path}.cert_file"), &raw.cert_file),
             key_file: self.file(&format!("{path}.key_file"), &raw.key_file),
             client_ca_file: raw
                 .client_ca_file
                 .as_deref()
                 .map(|f| self.file(&format!("{path}.client_ca_file"), f)),
+            bind_identity: raw.bind_identity.unwrap_or(false),
+            allow_plain: raw.allow_plain.unwrap_or(false),
+        };
+        if tls.bind_identity && tls.client_ca_file.is_none() {
+            self.error(
+                format!("{path}.bind_identity"),
+                "needs client_ca_file (the identity comes from the client certificate)",
+            );
+        }
+        tls
+    }
+
+    fn size(&mut self, path: &str, value: Option<&str>, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(v) => self.take(path, parse_size(v)).unwrap_or(default),
         }
     }
 
@@ -402,9 +457,17 @@ impl Validator<'_> {
                 Duration::from_secs(180),
             ),
             max_connections: raw.max_connections.unwrap_or(20_000),
+            max_buffered_bytes: self.size(
+                &format!("{section}.max_buffered_bytes"),
+                raw.max_buffered_bytes.as_deref(),
+                DEFAULT_MAX_BUFFERED,
+            ),
         }
     }
 }
+
+/// Default of `max_buffered_bytes` per protocol.
+pub const DEFAULT_MAX_BUFFERED: u64 = 64 << 20;
 
 fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>) -> Option<Config> {
     let mut v = Validator { errors, files };
@@ -502,6 +565,19 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
             if !(1..=1000).contains(&max_inflight) {
                 v.error("uplink.max_inflight", "must be between 1 and 1000");
             }
+            let command_ttl = v.duration(
+                "uplink.command_ttl",
+                u.command_ttl.as_deref(),
+                Duration::from_secs(24 * 3600),
+            );
+            let max_command_ttl = v.duration(
+                "uplink.max_command_ttl",
+                u.max_command_ttl.as_deref(),
+                Duration::from_secs(7 * 24 * 3600),
+            );
+            if command_ttl > max_command_ttl {
+                v.error("uplink.command_ttl", "must not exceed uplink.max_command_ttl");
+            }
             url.map(|url| UplinkConfig {
                 url,
                 ca_file,
@@ -509,12 +585,9 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                 key_file,
                 topic_prefix,
                 keep_alive,
-                command_ttl: v.duration(
-                    "uplink.command_ttl",
-                    u.command_ttl.as_deref(),
-                    Duration::from_secs(24 * 3600),
-                ),
+                command_ttl,
                 max_inflight,
+                max_command_ttl,
                 metrics_interval: v.duration(
                     "uplink.metrics_interval",
                     u.metrics_interval.as_deref(),
@@ -524,7 +597,23 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
         }
     };
 
-    let gbt32960 = raw.gbt32960.map(|s| v.vehicle_server("gbt32960", &s, 8999));
+    let gbt32960 = raw.gbt32960.map(|s| {
+        let server = v.vehicle_server("gbt32960", &s.server(), 8999);
+        // Safe by default where certificates exist: only a bound login replaces a session.
+        let default = if server.tls.is_some() { "deny-unbound" } else { "allow" };
+        let replace = match s.replace.as_deref().unwrap_or(default) {
+            "allow" => Replace::Allow,
+            "deny-unbound" => Replace::DenyUnbound,
+            other => {
+                v.error(
+                    "gbt32960.replace",
+                    format!("`{other}` is not one of: allow, deny-unbound"),
+                );
+                Replace::DenyUnbound
+            }
+        };
+        Gbt32960Config { server, replace }
+    });
     let jt808 = raw.jt808.map(|s| {
         let server = v.vehicle_server("jt808", &s.server(), 7999);
         let auth = match s.auth.as_deref().unwrap_or("open") {
@@ -543,11 +632,60 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                 TextEncoding::Gbk
             }
         };
-        Jt808Config { server, auth, encoding }
+        let reassembly_timeout = v.duration(
+            "jt808.reassembly_timeout",
+            s.reassembly_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        if reassembly_timeout < Duration::from_secs(1) {
+            v.error("jt808.reassembly_timeout", "must be at least 1s");
+        }
+        let max_reassembly_bytes = v.size(
+            "jt808.max_reassembly_bytes",
+            s.max_reassembly_bytes.as_deref(),
+            64 << 20,
+        );
+        let max_terminals = s.max_terminals.unwrap_or(100_000);
+        if max_terminals == 0 {
+            v.error("jt808.max_terminals", "must be at least 1");
+        }
+        Jt808Config {
+            server,
+            auth,
+            encoding,
+            reassembly_timeout,
+            max_reassembly_bytes,
+            max_terminals,
+        }
     });
 
     let readers = raw.readers.map(|r| {
         let listen = r.listen.as_deref().and_then(|l| v.socket("readers.listen", l));
+        let tls = r.tls.as_ref().map(|t| v.tls("readers.tls", t));
+        if tls.is_some() && listen.is_none() {
+            v.error("readers.tls", "is for readers that dial in: it needs readers.listen");
+        }
+        let allowed_serials = r.allowed_serials.as_ref().map(|list| {
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    let parsed = parse_device_sn(text);
+                    if parsed.is_none() {
+                        v.error(
+                            format!("readers.allowed_serials[{i}]"),
+                            format!("`{text}` is not 16 hex digits"),
+                        );
+                    }
+                    parsed
+                })
+                .collect::<Vec<_>>()
+        });
+        let max_unknown = r.max_unknown.unwrap_or(64);
+        let max_buffered_bytes = v.size(
+            "readers.max_buffered_bytes",
+            r.max_buffered_bytes.as_deref(),
+            DEFAULT_MAX_BUFFERED,
+        );
         let mut dialect_of = |path: &str, name: &str| match name {
             "gbt37987-2019" => ReaderDialect::Gbt37987_2019,
             "hb-2017" => ReaderDialect::Hb2017,
@@ -673,6 +811,10 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
             .collect();
         ReadersConfig {
             listen,
+            tls,
+            allowed_serials,
+            max_unknown,
+            max_buffered_bytes,
             dialect,
             keepalive_interval: v.duration(
                 "readers.keepalive_interval",
@@ -723,7 +865,15 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
             .collect();
         WebConfig {
             listen,
-            tls: w.tls.as_ref().map(|t| v.tls("web.tls", t)),
+            tls: w.tls.as_ref().map(|t| {
+                if t.bind_identity.is_some() || t.allow_plain.is_some() {
+                    v.error(
+                        "web.tls",
+                        "bind_identity and allow_plain are for device ports, not the web page",
+                    );
+                }
+                v.tls("web.tls", t)
+            }),
             users,
         }
     });
@@ -947,6 +1097,53 @@ mod tests {
             ],
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn global_bounds_and_identity_keys_have_safe_defaults_and_are_checked() {
+        let text = "edge: {id: a}\nuplink: {url: 'mqtt://h:1'}\ngbt32960: {}\njt808: {}\nreaders: {listen: '127.0.0.1:5084'}\n";
+        let c = Config::parse(text, FileCheck::Skip).unwrap();
+        assert_eq!(c.uplink.max_command_ttl, Duration::from_secs(7 * 86400));
+        let g = c.gbt32960.unwrap();
+        assert_eq!(g.replace, Replace::Allow, "plain TCP keeps replacing");
+        assert_eq!(g.server.max_buffered_bytes, 64 << 20);
+        let j = c.jt808.unwrap();
+        assert_eq!((j.max_reassembly_bytes, j.max_terminals), (64 << 20, 100_000));
+        assert_eq!(j.reassembly_timeout, Duration::from_secs(30));
+        let r = c.readers.unwrap();
+        assert_eq!((r.max_unknown, r.allowed_serials.is_none()), (64, true));
+        assert!(c.storage.reserve_bytes >= 256 << 10 && c.storage.disk_low_bytes > c.storage.reserve_bytes);
+
+        let bound = "edge: {id: a}\nuplink: {url: 'mqtt://h:1'}\ngbt32960: {tls: {cert_file: c, key_file: k, client_ca_file: ca, bind_identity: true}}\nreaders: {listen: '127.0.0.1:5084', allowed_serials: [3030303030303031, 424C303030303032]}\n";
+        let c = Config::parse(bound, FileCheck::Skip).unwrap();
+        assert_eq!(
+            c.gbt32960.unwrap().replace,
+            Replace::DenyUnbound,
+            "safe by default with identities"
+        );
+        assert_eq!(
+            c.readers.unwrap().allowed_serials.unwrap().len(),
+            2,
+            "digit-only serials are text"
+        );
+
+        let bad = "edge: {id: a}\nstorage: {max_bytes: 512KiB, reserve_bytes: 1KiB}\nuplink: {url: 'mqtt://h:1', command_ttl: 30d, max_command_ttl: 1d}\njt808: {tls: {cert_file: c, key_file: k, bind_identity: true}, max_terminals: 0, reassembly_timeout: 10ms}\ngbt32960: {replace: never}\nreaders: {tls: {cert_file: c, key_file: k}, allowed_serials: [xyz]}\nweb: {tls: {cert_file: c, key_file: k, allow_plain: true}}\n";
+        let errs = Config::parse(bad, FileCheck::Skip).unwrap_err().0;
+        let paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "storage.max_bytes",
+            "storage.reserve_bytes",
+            "uplink.command_ttl",
+            "jt808.tls.bind_identity",
+            "jt808.max_terminals",
+            "jt808.reassembly_timeout",
+            "gbt32960.replace",
+            "readers.tls",
+            "readers.allowed_serials[0]",
+            "web.tls",
+        ] {
+            assert!(paths.contains(&p), "{p} missing in {errs:?}");
+        }
     }
 
     #[test]

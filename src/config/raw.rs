@@ -13,7 +13,7 @@ pub struct RawConfig {
     pub edge: Option<Edge>,
     pub storage: Option<Storage>,
     pub uplink: Option<Uplink>,
-    pub gbt32960: Option<VehicleServer>,
+    pub gbt32960: Option<Gbt32960>,
     pub jt808: Option<Jt808>,
     pub readers: Option<Readers>,
     pub web: Option<Web>,
@@ -59,6 +59,7 @@ pub struct Uplink {
     pub command_ttl: Option<String>,
     pub max_inflight: Option<u16>,
     pub metrics_interval: Option<String>,
+    pub max_command_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +68,8 @@ pub struct ServerTls {
     pub cert_file: String,
     pub key_file: String,
     pub client_ca_file: Option<String>,
+    pub bind_identity: Option<bool>,
+    pub allow_plain: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +79,32 @@ pub struct VehicleServer {
     pub tls: Option<ServerTls>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_buffered_bytes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gbt32960 {
+    pub listen: Option<String>,
+    pub tls: Option<ServerTls>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_buffered_bytes: Option<String>,
+    pub replace: Option<String>,
+}
+
+impl Gbt32960 {
+    /// The server part shared with the other vehicle gateways (serde's `flatten` cannot be combined
+    /// with `deny_unknown_fields`, hence the explicit split).
+    pub fn server(&self) -> VehicleServer {
+        VehicleServer {
+            listen: self.listen.clone(),
+            tls: self.tls.clone(),
+            idle_timeout: self.idle_timeout.clone(),
+            max_connections: self.max_connections,
+            max_buffered_bytes: self.max_buffered_bytes.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,19 +114,23 @@ pub struct Jt808 {
     pub tls: Option<ServerTls>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_buffered_bytes: Option<String>,
     pub auth: Option<String>,
     pub encoding: Option<String>,
+    pub reassembly_timeout: Option<String>,
+    pub max_reassembly_bytes: Option<String>,
+    pub max_terminals: Option<usize>,
 }
 
 impl Jt808 {
-    /// The server part shared with the other vehicle gateways (serde's `flatten` cannot be combined
-    /// with `deny_unknown_fields`, hence the explicit split).
+    /// The server part shared with the other vehicle gateways.
     pub fn server(&self) -> VehicleServer {
         VehicleServer {
             listen: self.listen.clone(),
             tls: self.tls.clone(),
             idle_timeout: self.idle_timeout.clone(),
             max_connections: self.max_connections,
+            max_buffered_bytes: self.max_buffered_bytes.clone(),
         }
     }
 }
@@ -106,6 +139,10 @@ impl Jt808 {
 #[serde(deny_unknown_fields)]
 pub struct Readers {
     pub listen: Option<String>,
+    pub tls: Option<ServerTls>,
+    pub allowed_serials: Option<Vec<String>>,
+    pub max_unknown: Option<usize>,
+    pub max_buffered_bytes: Option<String>,
     pub dialect: Option<String>,
     pub keepalive_interval: Option<String>,
     pub devices: Option<Vec<ReaderDevice>>,
@@ -309,12 +346,28 @@ fn stringify_scalars_where_needed(value: serde_yaml::Value) -> serde_yaml::Value
                                 | "max_clock_skew"
                                 | "lane"
                                 | "keepalive_interval"
+                                | "max_buffered_bytes"
+                                | "reassembly_timeout"
+                                | "max_reassembly_bytes"
+                                | "max_command_ttl"
                                 | "id"
+                                | "sn"
                                 | "name"
                         )
                     );
+                    // Serial numbers of only digits read as YAML integers; they are text.
+                    let text_list = matches!(k.as_str(), Some("allowed_serials"));
                     let v = match v {
                         Value::Number(n) if is_text_leaf => Value::String(n.to_string()),
+                        Value::Sequence(items) if text_list => Value::Sequence(
+                            items
+                                .into_iter()
+                                .map(|i| match i {
+                                    Value::Number(n) => Value::String(n.to_string()),
+                                    other => other,
+                                })
+                                .collect(),
+                        ),
                         other => stringify_scalars_where_needed(other),
                     };
                     (k, v)

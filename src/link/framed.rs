@@ -1,5 +1,7 @@
 //! Buffered frame I/O over any byte stream (TCP, TLS, serial): reads into a bounded buffer, asks
 //! the protocol's pure decoder for frames, enforces the idle timeout and counts frames and bytes.
+//! The bytes a connection holds of incomplete frames are drawn from its protocol's global budget
+//! (`max_buffered_bytes`): a connection that would take it past the ceiling is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::limits::ByteBudget;
 use crate::metrics::ProtocolCounters;
 
 /// A protocol's stream decoder: `Ok(None)` = need more bytes, `Err` = a corrupt frame was
@@ -30,6 +33,8 @@ pub enum LinkError {
     Io(#[from] std::io::Error),
     #[error("write timed out")]
     WriteTimeout,
+    #[error("the protocol's connections together buffer their limit of incomplete frames")]
+    BudgetExhausted,
 }
 
 /// Outcome of one read step.
@@ -48,6 +53,9 @@ pub struct FramedIo<S, D> {
     idle: Duration,
     counters: Arc<ProtocolCounters>,
     eof: bool,
+    /// The protocol's global budget of buffered bytes, and what this connection holds of it.
+    budget: Option<Arc<ByteBudget>>,
+    accounted: u64,
 }
 
 /// Bytes requested per read; frames larger than this arrive over several reads.
@@ -68,13 +76,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send, D: FrameDecoder> FramedIo<S, D> {
             idle,
             counters,
             eof: false,
+            budget: None,
+            accounted: 0,
         }
+    }
+
+    /// Draws the buffered bytes from `budget`, shared by all connections of the protocol.
+    pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Brings what this connection holds of the budget to its buffer's length; `false` when the
+    /// budget cannot cover it.
+    fn account(&mut self) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let held = self.buf.len() as u64;
+        if held > self.accounted {
+            if !budget.try_take(held - self.accounted) {
+                return false;
+            }
+        } else {
+            budget.give(self.accounted - held);
+        }
+        self.accounted = held;
+        true
     }
 
     /// The next frame or corrupt-frame report. Cancel-safe: bytes read stay in the buffer.
     pub async fn next(&mut self) -> Result<Read<D::Frame, D::Error>, LinkError> {
         loop {
-            match self.decoder.decode(&mut self.buf) {
+            let decoded = self.decoder.decode(&mut self.buf);
+            // Consumed bytes go back to the budget.
+            self.account();
+            match decoded {
                 Ok(Some(frame)) => {
                     self.counters
                         .frames_in
@@ -112,6 +149,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send, D: FrameDecoder> FramedIo<S, D> {
                     self.counters
                         .bytes_in
                         .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    if !self.account() {
+                        self.counters
+                            .buffer_limit_closed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Err(LinkError::BudgetExhausted);
+                    }
                 }
             }
         }
@@ -148,6 +191,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send, D: FrameDecoder> FramedIo<S, D> {
     /// Closes the write side (best effort).
     pub async fn shutdown(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+    }
+}
+
+impl<S, D> Drop for FramedIo<S, D> {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give(self.accounted);
+        }
     }
 }
 
@@ -208,6 +259,38 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
         assert!(matches!(io.next().await, Err(LinkError::Overflow(100))));
+    }
+
+    #[tokio::test]
+    async fn connections_that_together_buffer_past_the_global_budget_are_closed() {
+        let budget = Arc::new(ByteBudget::new(1500));
+        let c = counters();
+        let (mut a1, b1) = tokio::io::duplex(4096);
+        let (mut a2, b2) = tokio::io::duplex(4096);
+        let mut first = FramedIo::new(b1, Lines, 4096, Duration::from_secs(5), c.clone()).with_budget(budget.clone());
+        let mut second = FramedIo::new(b2, Lines, 4096, Duration::from_secs(5), c.clone()).with_budget(budget.clone());
+        a1.write_all(&[b'x'; 1000]).await.unwrap();
+        a1.write_all(b"\n").await.unwrap();
+        a2.write_all(&[b'y'; 1000]).await.unwrap();
+        // The first holds its 1000 bytes until the line ends; the second cannot get another 1000.
+        let r1 = tokio::time::timeout(Duration::from_secs(2), first.next())
+            .await
+            .unwrap();
+        assert!(matches!(r1, Ok(Read::Frame(_))));
+        assert_eq!(budget.used(), 0, "a delivered frame gives its bytes back");
+        a1.write_all(&[b'z'; 1200]).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(200), first.next()).await;
+        let r2 = tokio::time::timeout(Duration::from_secs(2), second.next())
+            .await
+            .unwrap();
+        assert!(
+            matches!(r2, Err(LinkError::BudgetExhausted)),
+            "the second was not closed"
+        );
+        assert_eq!(c.buffer_limit_closed.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(first);
+        drop(second);
+        assert_eq!(budget.used(), 0, "closed connections give their bytes back");
     }
 
     #[tokio::test]

@@ -1,6 +1,10 @@
 //! TCP/TLS listener shared by the device servers: a connection cap, a TLS handshake with a
 //! deadline (client certificates required when the server config says so), per-connection tasks,
-//! and graceful shutdown.
+//! and graceful shutdown. With `allow_plain`, a TLS port also takes plain TCP (told apart by the
+//! first byte: a TLS handshake record starts with 0x16, no device protocol's frame does).
+//!
+//! The identities of a verified client certificate travel with the connection
+//! ([`PeerIdentity`]) so the gateway can bind the device's claimed identity to them.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +30,49 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// Whether the peer presented a verified client certificate.
     pub client_certificate: bool,
+    /// What the peer's certificate says it is.
+    pub identity: PeerIdentity,
+}
+
+/// The identities of the peer's verified client certificate (none without one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// A verified client certificate was presented.
+    pub certificate: bool,
+    /// Its CN and SANs.
+    pub names: Vec<String>,
+}
+
+/// How a claimed identity relates to the connection's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// The certificate names the claimed identity.
+    Bound,
+    /// No binding applies (binding off, or a connection without a certificate where the port
+    /// allows those).
+    Unbound,
+    /// Binding is on and the certificate names someone else: the session must close.
+    Mismatch,
+}
+
+impl PeerIdentity {
+    /// Binds `claimed` (a VIN, a phone, a reader serial or id) when `bind_identity` is on.
+    /// Names compare without case; any of `claimed` may match.
+    pub fn binding(&self, bind_identity: bool, claimed: &[&str]) -> Binding {
+        if !bind_identity || !self.certificate {
+            return Binding::Unbound;
+        }
+        let matches = self.names.iter().any(|n| {
+            claimed
+                .iter()
+                .any(|c| !c.is_empty() && n.trim().eq_ignore_ascii_case(c.trim()))
+        });
+        if matches {
+            Binding::Bound
+        } else {
+            Binding::Mismatch
+        }
+    }
 }
 
 /// Listener settings.
@@ -36,7 +83,12 @@ pub struct ListenerSettings {
     pub handshake_timeout: Duration,
     /// Name used in logs (`gbt32960`, `jt808`, `gbt37987`).
     pub protocol: &'static str,
+    /// With TLS: also take plain TCP connections (unbound).
+    pub allow_plain: bool,
 }
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Binds `addr`; separate from [`serve`] so callers (and tests) learn the bound address first.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -114,20 +166,39 @@ async fn handshake(
     settings: &ListenerSettings,
     counters: &ProtocolCounters,
 ) -> Option<Accepted> {
-    let Some(acceptor) = acceptor else {
-        return Some(Accepted {
-            stream: Box::new(tcp),
-            peer,
-            client_certificate: false,
-        });
+    let plain = |tcp: TcpStream| Accepted {
+        stream: Box::new(tcp),
+        peer,
+        client_certificate: false,
+        identity: PeerIdentity::default(),
     };
+    let Some(acceptor) = acceptor else {
+        return Some(plain(tcp));
+    };
+    if settings.allow_plain {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(settings.handshake_timeout, tcp.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] != TLS_HANDSHAKE_RECORD => return Some(plain(tcp)),
+            Ok(Ok(1)) => {}
+            _ => return None,
+        }
+    }
     match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
-            let client_certificate = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+            let certs = tls.get_ref().1.peer_certificates();
+            let client_certificate = certs.is_some_and(|c| !c.is_empty());
+            let names = certs
+                .and_then(|c| c.first())
+                .map(|leaf| crate::tls::certificate_identities(leaf))
+                .unwrap_or_default();
             Some(Accepted {
                 stream: Box::new(tls),
                 peer,
                 client_certificate,
+                identity: PeerIdentity {
+                    certificate: client_certificate,
+                    names,
+                },
             })
         }
         Ok(Err(e)) => {

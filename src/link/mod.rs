@@ -7,5 +7,5 @@ pub mod listener;
 pub mod registry;
 
 pub use framed::{FrameDecoder, FramedIo, LinkError, Read};
-pub use listener::{bind, serve, Accepted, ByteStream, ListenerSettings};
+pub use listener::{bind, serve, Accepted, Binding, ByteStream, ListenerSettings, PeerIdentity};
 pub use registry::{Claim, Registry};

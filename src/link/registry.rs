@@ -16,6 +16,8 @@ const COMMAND_QUEUE: usize = 64;
 
 struct Entry {
     connection: u64,
+    /// The holder proved the id with its certificate.
+    bound: bool,
     commands: mpsc::Sender<DeviceCommand>,
     replaced: CancellationToken,
 }
@@ -44,26 +46,46 @@ impl Registry {
 
     /// Makes `connection` the live one for `device`, closing any previous holder.
     pub fn claim(&self, device: &str, connection: u64) -> Claim {
+        self.claim_as(device, connection, false, true)
+            .unwrap_or_else(|| unreachable_claim(connection))
+    }
+
+    /// Claims `device` for `connection` unless it may not replace the holder: a bound claim
+    /// (identity proven by certificate) replaces anyone; an unbound one never replaces a bound
+    /// holder, and replaces an unbound one only when `unbound_may_replace`. `None` when refused
+    /// (the holder keeps the id).
+    pub fn claim_as(&self, device: &str, connection: u64, bound: bool, unbound_may_replace: bool) -> Option<Claim> {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let replaced = CancellationToken::new();
         let entry = Entry {
             connection,
+            bound,
             commands: tx,
             replaced: replaced.clone(),
         };
-        if let Ok(mut e) = self.entries.lock() {
-            if let Some(old) = e.insert(device.to_string(), entry) {
-                if old.connection != connection {
-                    tracing::info!(device, "a new connection replaces the previous one");
-                    old.replaced.cancel();
-                }
+        let mut e = self.entries.lock().ok()?;
+        if let Some(old) = e.get(device).filter(|old| old.connection != connection) {
+            let may = bound || (!old.bound && unbound_may_replace);
+            if !may {
+                tracing::warn!(
+                    device,
+                    holder_bound = old.bound,
+                    "a new connection may not replace the one holding the id; refused"
+                );
+                return None;
             }
         }
-        Claim {
+        if let Some(old) = e.insert(device.to_string(), entry) {
+            if old.connection != connection {
+                tracing::info!(device, bound, "a new connection replaces the previous one");
+                old.replaced.cancel();
+            }
+        }
+        Some(Claim {
             connection,
             commands: rx,
             replaced,
-        }
+        })
     }
 
     /// Forgets `device` if `connection` still holds it.
@@ -85,6 +107,19 @@ impl Registry {
             .lock()
             .map(|e| e.keys().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// `claim_as` with `bound` unset and replacement allowed never refuses; this keeps `claim`'s
+/// signature total without a panic.
+fn unreachable_claim(connection: u64) -> Claim {
+    let (_, commands) = mpsc::channel(1);
+    let replaced = CancellationToken::new();
+    replaced.cancel();
+    Claim {
+        connection,
+        commands,
+        replaced,
     }
 }
 
@@ -133,5 +168,24 @@ mod tests {
         assert!(r.is_online("VIN1"));
         r.release("VIN1", 2);
         assert!(r.deliver(cmd("VIN1")).is_err());
+    }
+
+    #[test]
+    fn an_unbound_claim_never_replaces_a_bound_holder_and_replaces_an_unbound_one_only_if_allowed() {
+        let r = Registry::default();
+        let bound = r.claim_as("VIN1", 1, true, true).unwrap();
+        assert!(
+            r.claim_as("VIN1", 2, false, true).is_none(),
+            "unbound evicted a bound holder"
+        );
+        assert!(!bound.replaced.is_cancelled());
+        let again = r.claim_as("VIN1", 3, true, false).unwrap();
+        assert!(bound.replaced.is_cancelled(), "a bound claim replaces");
+        r.release("VIN1", 3);
+        drop(again);
+        let unbound = r.claim_as("VIN2", 4, false, false).unwrap();
+        assert!(r.claim_as("VIN2", 5, false, false).is_none());
+        assert!(r.claim_as("VIN2", 6, false, true).is_some());
+        assert!(unbound.replaced.is_cancelled());
     }
 }

@@ -26,7 +26,8 @@ use super::session::{Action, Now, Persist, Session, SessionSettings, Token};
 use super::{dialect_of, finish, tftp, LinkInput, Origin, ReaderDeps, ReaderService};
 use crate::command::{Outcome, Protocol};
 use crate::config::{ReaderDevice, ReaderLink, ReadersConfig};
-use crate::link::{ByteStream, FrameDecoder, FramedIo, ListenerSettings, Read};
+use crate::limits::ByteBudget;
+use crate::link::{Accepted, Binding, ByteStream, FrameDecoder, FramedIo, ListenerSettings, PeerIdentity, Read};
 use crate::protocol::gbt37987::codec::decode_header;
 use crate::protocol::gbt37987::model::hex_string;
 use crate::protocol::gbt37987::serial::{encode_serial_frame, PLACEHOLDER_SRC};
@@ -230,22 +231,37 @@ pub(crate) async fn listen(
     config: ReadersConfig,
     shutdown: CancellationToken,
 ) {
+    let tls = match &config.tls {
+        Some(t) => {
+            match crate::tls::server_config(&t.cert_file, &t.key_file, t.client_ca_file.as_deref(), t.allow_plain) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    tracing::error!("readers.tls: {e}; readers cannot dial in");
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
     let settings = ListenerSettings {
-        tls: None,
+        tls,
         max_connections: 256,
         handshake_timeout: Duration::from_secs(10),
         protocol: "gbt37987",
+        allow_plain: config.tls.as_ref().is_some_and(|t| t.allow_plain),
     };
     let counters = deps.metrics.gbt37987.clone();
     let stop = shutdown.clone();
+    let buffered = Arc::new(ByteBudget::new(config.max_buffered_bytes));
     crate::link::serve(listener, settings, counters, shutdown, move |accepted| {
         let service = service.clone();
         let deps = deps.clone();
         let config = config.clone();
         let stop = stop.clone();
+        let buffered = buffered.clone();
         async move {
             let peer = accepted.peer;
-            if let Err(e) = accept_one(accepted.stream, peer, &service, &deps, &config, &stop).await {
+            if let Err(e) = accept_one(accepted, &service, &deps, &config, buffered, &stop).await {
                 tracing::info!(%peer, "reader connection dropped: {e}");
             }
         }
@@ -253,14 +269,55 @@ pub(crate) async fn listen(
     .await;
 }
 
+/// Whether the reader that says it is `sn` may dial in on a connection with `identity`: an
+/// unconfigured serial must be in `readers.allowed_serials` (when set); with
+/// `readers.tls.bind_identity`, the certificate must name the serial (hex) or the configured id,
+/// and a configured reader must always prove itself so no one takes over its link.
+fn admit(
+    config: &ReadersConfig,
+    sn: [u8; 8],
+    configured: Option<&crate::config::ReaderDevice>,
+    identity: &PeerIdentity,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), String> {
+    let hex = hex_string(&sn);
+    if configured.is_none() {
+        if let Some(allowed) = &config.allowed_serials {
+            if !allowed.contains(&sn) {
+                metrics.limits.reader_refused_total.fetch_add(1, Relaxed);
+                return Err(format!("serial {hex} is not configured nor in readers.allowed_serials"));
+            }
+        }
+    }
+    let bind = config.tls.as_ref().is_some_and(|t| t.bind_identity);
+    let id = configured.map(|d| d.id.to_string()).unwrap_or_default();
+    match identity.binding(bind, &[&hex, &id]) {
+        Binding::Mismatch => {
+            metrics.limits.identity_mismatch_total.fetch_add(1, Relaxed);
+            Err(format!(
+                "the client certificate ({}) names neither serial {hex} nor reader `{id}`",
+                identity.names.join(", ")
+            ))
+        }
+        Binding::Unbound if bind && configured.is_some() => {
+            metrics.limits.identity_mismatch_total.fetch_add(1, Relaxed);
+            Err(format!("configured reader `{id}` dialled in without a certificate"))
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn accept_one(
-    stream: Box<dyn ByteStream>,
-    peer: SocketAddr,
+    accepted: Accepted,
     service: &Arc<ReaderService>,
     deps: &ReaderDeps,
     config: &ReadersConfig,
+    buffered: Arc<ByteBudget>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
+    let Accepted {
+        stream, peer, identity, ..
+    } = accepted;
     let handshake = config.keepalive_interval.saturating_mul(2).max(Duration::from_secs(10));
     let mut io = FramedIo::new(
         stream,
@@ -268,7 +325,8 @@ async fn accept_one(
         MAX_BUFFER,
         handshake,
         deps.metrics.gbt37987.clone(),
-    );
+    )
+    .with_budget(buffered);
     let deadline = tokio::time::Instant::now() + handshake;
     let mut bad = 0;
     let first = loop {
@@ -289,10 +347,18 @@ async fn accept_one(
     };
     let (header, _) = decode_header(&first).map_err(|e| e.to_string())?;
     let sn = header.device_sn;
-    let (id, dialect) = match config.devices.iter().find(|d| d.sn == Some(sn)) {
+    let configured = config.devices.iter().find(|d| d.sn == Some(sn));
+    admit(config, sn, configured, &identity, &deps.metrics)?;
+    let (id, dialect) = match configured {
         Some(d) => (d.id.to_string(), dialect_of(d.dialect)),
         None => (hex_string(&sn), dialect_of(config.dialect)),
     };
+    if configured.is_none() && !service.admit_unknown(&id) {
+        return Err(format!(
+            "readers.max_unknown ({}) unconfigured readers are connected",
+            config.max_unknown
+        ));
+    }
     service.update_info(&id, |i| {
         if !i.configured {
             i.transport = "tcp-listen".into();

@@ -131,6 +131,8 @@ pub struct ReaderService {
     dialects: HashMap<String, Dialect>,
     default_dialect: Dialect,
     next_connection: AtomicU64,
+    /// Unconfigured dial-in readers remembered at most.
+    max_unknown: usize,
     pub(crate) firmware_dir: PathBuf,
     /// Itself, for tasks spawned from `deliver` (which has only `&self`).
     me: Weak<ReaderService>,
@@ -233,6 +235,7 @@ impl ReaderService {
             dialects,
             default_dialect,
             next_connection: AtomicU64::new(1),
+            max_unknown: config.max_unknown,
             firmware_dir: deps.firmware_dir.clone(),
             me,
         }
@@ -507,6 +510,48 @@ impl ReaderService {
         }
     }
 
+    /// Makes room for the unconfigured reader `id` (named by its serial) before it is shown:
+    /// at `readers.max_unknown` unconfigured readers, the one whose link went down longest ago is
+    /// forgotten (its info and its metrics). `false` when every unconfigured reader is up.
+    pub(crate) fn admit_unknown(&self, id: &str) -> bool {
+        let Ok(mut infos) = self.infos.lock() else {
+            return false;
+        };
+        if infos.contains_key(id) {
+            return true;
+        }
+        let unknown = infos.values().filter(|i| !i.configured).count();
+        if unknown < self.max_unknown {
+            return true;
+        }
+        let stalest = infos
+            .values()
+            .filter(|i| !i.configured && i.link != "up")
+            .min_by(|a, b| a.since.cmp(&b.since))
+            .map(|i| i.id.clone());
+        let Some(stalest) = stalest else {
+            self.metrics.limits.reader_refused_total.fetch_add(1, Relaxed);
+            tracing::warn!(
+                reader = id,
+                max = self.max_unknown,
+                "refused: readers.max_unknown unconfigured readers are up"
+            );
+            return false;
+        };
+        infos.remove(&stalest);
+        drop(infos);
+        if let Ok(mut m) = self.metrics.readers.lock() {
+            m.remove(&stalest);
+        }
+        self.metrics.limits.reader_infos_evicted_total.fetch_add(1, Relaxed);
+        tracing::info!(
+            forgotten = stalest,
+            reader = id,
+            "readers.max_unknown reached: the stalest unconfigured reader is forgotten"
+        );
+        true
+    }
+
     /// Updates what the service shows about a reader.
     pub(crate) fn update_info(&self, reader: &str, f: impl FnOnce(&mut ReaderInfo)) {
         if let Ok(mut infos) = self.infos.lock() {
@@ -690,6 +735,10 @@ mod tests {
         ));
         let config = ReadersConfig {
             listen: None,
+            tls: None,
+            allowed_serials: None,
+            max_unknown: 64,
+            max_buffered_bytes: crate::config::DEFAULT_MAX_BUFFERED,
             dialect: ReaderDialect::Hb2017,
             keepalive_interval: Duration::from_secs(1),
             devices: Vec::new(),

@@ -61,6 +61,8 @@ pub struct SimReaderOptions {
     pub segment_size: usize,
     /// Distinguishes the plates of several readers.
     pub plate_prefix: char,
+    /// Dial mode: TLS to the edge (with the client certificate the configuration holds).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl SimReaderOptions {
@@ -77,6 +79,7 @@ impl SimReaderOptions {
             log_entries: 10,
             segment_size: 4,
             plate_prefix: 'A',
+            tls: None,
         }
     }
 }
@@ -537,8 +540,22 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr, shutdown: Cancellation
         match connected {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                let (token, generation) = replace_connection(&shared, &shutdown);
-                connection(shared.clone(), stream, Wire::Tcp, token, generation).await;
+                match shared.options.tls.clone() {
+                    None => {
+                        let (token, generation) = replace_connection(&shared, &shutdown);
+                        connection(shared.clone(), stream, Wire::Tcp, token, generation).await;
+                    }
+                    Some(config) => {
+                        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                        match tokio_rustls::TlsConnector::from(config).connect(name, stream).await {
+                            Ok(tls) => {
+                                let (token, generation) = replace_connection(&shared, &shutdown);
+                                connection(shared.clone(), tls, Wire::Tcp, token, generation).await;
+                            }
+                            Err(e) => tracing::debug!("sim reader: TLS to {addr}: {e}"),
+                        }
+                    }
+                }
             }
             Err(_) => {
                 run_rules(&shared, None);

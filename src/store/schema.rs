@@ -168,6 +168,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: "INSERT OR IGNORE INTO edge_alarms(name, subject, raised_ms, detail)
         SELECT 'backlog_eviction', '', 0, '{}' FROM kv WHERE key = 'eviction_alarm' AND value = 'raised';",
     },
+    // v7: commands are found by request id, so a command the broker delivers again (persistent
+    // session) is recognised and gets no second execution and no second result.
+    Migration {
+        compat: Compat::Additive,
+        sql: "CREATE INDEX commands_by_request ON commands(target, request_id);",
+    },
 ];
 
 /// The schema version this build writes.

@@ -2,9 +2,16 @@
 //! command plane.
 //!
 //! A row leaves the backlog only when its PUBACK arrives. Every connection starts a fresh rumqttc
-//! client (clean session), so nothing is replayed behind our back: after a reconnect the drain
+//! client, so rumqttc replays nothing of ours behind our back: after a reconnect the drain
 //! restarts from the oldest unacknowledged row of each device, which keeps order per device and
 //! sends every unacknowledged row again (duplicates are possible, loss is not).
+//!
+//! The broker session is persistent (clean session off, client id `roadedge-{edge_id}`): the broker
+//! keeps the subscriptions and queues downstream commands while the edge is away, and sends again
+//! those whose PUBACK it did not get. Those redeliveries carry the broker's packet ids, a space
+//! apart from ours, so they never touch the publish-to-pkid bookkeeping below; a command is
+//! acknowledged to the broker only once the command plane persisted or answered it, and the plane
+//! recognises a request id it has seen, so each command still ends in exactly one result.
 //!
 //! rumqttc does not return packet ids from `publish`; it processes requests in order and reports
 //! `Outgoing::Publish(pkid)` for each, so publishes are matched to pkids in FIFO order
@@ -146,8 +153,12 @@ impl<'a> Session<'a> {
     fn options(&self) -> MqttOptions {
         let s = self.settings;
         let mut o = MqttOptions::new(format!("roadedge-{}", s.edge_id), s.url.host.clone(), s.url.port);
+        // A persistent session under a stable client id: the broker keeps the edge's
+        // subscriptions and queues its commands while it is away, and delivers them (again,
+        // if their acknowledgement was lost with the connection) when it returns; the command
+        // plane recognises a repeated request id.
         o.set_keep_alive(s.keep_alive)
-            .set_clean_session(true)
+            .set_clean_session(false)
             .set_inflight(s.max_inflight)
             .set_manual_acks(true)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)

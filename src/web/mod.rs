@@ -82,7 +82,7 @@ pub struct WebServer {
 pub async fn start(config: &WebConfig, services: Services, shutdown: CancellationToken) -> anyhow::Result<WebServer> {
     let tls = match &config.tls {
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-            crate::tls::server_config(&t.cert_file, &t.key_file, None).context("web.tls")?,
+            crate::tls::server_config(&t.cert_file, &t.key_file, None, false).context("web.tls")?,
         ))),
         None => None,
     };

@@ -24,8 +24,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::{CommandPlane, DeviceCommand, Protocol};
-use crate::config::VehicleServerConfig;
-use crate::link::{self, Accepted, ByteStream, FramedIo, ListenerSettings, Read, Registry};
+use crate::config::{Gbt32960Config, Replace};
+use crate::limits::ByteBudget;
+use crate::link::{self, Accepted, Binding, ByteStream, FramedIo, ListenerSettings, PeerIdentity, Read, Registry};
 use crate::metrics::{Metrics, ProtocolCounters};
 use crate::protocol::gbt32960::{self as codec, DecodeError, Frame, Origin};
 use crate::store::Store;
@@ -65,15 +66,24 @@ pub struct GatewaySettings {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub session: SessionSettings,
+    /// The VIN a session claims must be named by its client certificate.
+    pub bind_identity: bool,
+    /// The TLS port also takes plain TCP (unbound sessions).
+    pub allow_plain: bool,
+    /// Whether an unbound login may take a VIN from an unbound holder.
+    pub replace: Replace,
+    /// Incomplete frames buffered across all connections.
+    pub buffered: Arc<ByteBudget>,
 }
 
 impl GatewaySettings {
     /// Settings from the `gbt32960` configuration section (loads the TLS files).
-    pub fn from_config(config: &VehicleServerConfig) -> Result<GatewaySettings, crate::tls::TlsError> {
+    pub fn from_config(section: &Gbt32960Config) -> Result<GatewaySettings, crate::tls::TlsError> {
+        let config = &section.server;
         let tls = config
             .tls
             .as_ref()
-            .map(|t| crate::tls::server_config(&t.cert_file, &t.key_file, t.client_ca_file.as_deref()))
+            .map(|t| crate::tls::server_config(&t.cert_file, &t.key_file, t.client_ca_file.as_deref(), t.allow_plain))
             .transpose()?
             .map(Arc::new);
         Ok(GatewaySettings {
@@ -84,6 +94,10 @@ impl GatewaySettings {
             max_connections: config.max_connections,
             handshake_timeout: Duration::from_secs(10),
             session: SessionSettings::default(),
+            bind_identity: config.tls.as_ref().is_some_and(|t| t.bind_identity),
+            allow_plain: config.tls.as_ref().is_some_and(|t| t.allow_plain),
+            replace: section.replace,
+            buffered: Arc::new(ByteBudget::new(config.max_buffered_bytes)),
         })
     }
 }
@@ -103,6 +117,7 @@ struct Ctx {
     plane: Arc<CommandPlane>,
     registry: Arc<Registry>,
     counters: Arc<ProtocolCounters>,
+    metrics: Arc<Metrics>,
     settings: GatewaySettings,
     shutdown: CancellationToken,
 }
@@ -125,12 +140,14 @@ pub async fn start(
         max_connections: settings.max_connections,
         handshake_timeout: settings.handshake_timeout,
         protocol: "gbt32960",
+        allow_plain: settings.allow_plain,
     };
     let ctx = Arc::new(Ctx {
         store,
         plane,
         registry: registry.clone(),
         counters: counters.clone(),
+        metrics: metrics.clone(),
         settings,
         shutdown: shutdown.clone(),
     });
@@ -166,6 +183,8 @@ struct Connection {
     replaced: Option<CancellationToken>,
     /// Commands were given back to the plane while the vehicle may be online elsewhere.
     released_any: bool,
+    /// What the client certificate names.
+    identity: PeerIdentity,
 }
 
 impl Connection {
@@ -177,11 +196,13 @@ impl Connection {
             commands: None,
             replaced: None,
             released_any: false,
+            identity: PeerIdentity::default(),
         }
     }
 
     async fn run(mut self, accepted: Accepted, ctx: &Ctx) {
         let peer = accepted.peer;
+        self.identity = accepted.identity;
         let idle = ctx.settings.idle_timeout;
         let mut io = FramedIo::new(
             accepted.stream,
@@ -189,7 +210,8 @@ impl Connection {
             MAX_BUFFER,
             idle,
             ctx.counters.clone(),
-        );
+        )
+        .with_budget(ctx.settings.buffered.clone());
         let mut deadline = tokio::time::Instant::now() + ctx.settings.login_timeout.min(idle);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -240,7 +262,7 @@ impl Connection {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
             match action {
-                Action::Claim { vin } => self.claim(vin, ctx),
+                Action::Claim { vin } => self.claim(vin, ctx)?,
                 Action::Commit { records, then } => {
                     if let Err(e) = ctx.store.append_all(records).await {
                         return Err(format!("could not commit the frame, nothing acknowledged: {e}"));
@@ -274,11 +296,39 @@ impl Connection {
         Ok(())
     }
 
-    fn claim(&mut self, vin: String, ctx: &Ctx) {
-        let claim = ctx.registry.claim(&vin, self.id);
+    /// Takes the VIN for this connection, unless the certificate names another vehicle or the
+    /// connection may not replace the one holding it (`Err` closes: no login reply).
+    fn claim(&mut self, vin: String, ctx: &Ctx) -> Result<(), String> {
+        let limits = &ctx.metrics.limits;
+        let bound = match self.identity.binding(ctx.settings.bind_identity, &[&vin]) {
+            Binding::Mismatch => {
+                limits
+                    .identity_mismatch_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(format!(
+                    "the client certificate ({}) does not name VIN {vin}",
+                    self.identity.names.join(", ")
+                ));
+            }
+            Binding::Bound => true,
+            Binding::Unbound => false,
+        };
+        let Some(claim) = ctx
+            .registry
+            .claim_as(&vin, self.id, bound, ctx.settings.replace == Replace::Allow)
+        else {
+            limits
+                .replace_refused_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(format!(
+                "VIN {vin} is held by another connection this {} login may not replace",
+                if bound { "bound" } else { "unbound" }
+            ));
+        };
         self.commands = Some(claim.commands);
         self.replaced = Some(claim.replaced);
         self.vin = Some(vin);
+        Ok(())
     }
 
     /// Leaves the registry and gives back the commands still in the channel.

@@ -24,7 +24,8 @@ pub use server::{spawn, ServerSettings};
 pub use session::{Action, Commit, Now, Session, Settings};
 
 use crate::config::{Jt808Config, TextEncoding};
-use crate::protocol::jt808::TextEncoding as CodecText;
+use crate::limits::ByteBudget;
+use crate::protocol::jt808::{ReassemblyLimits, TextEncoding as CodecText};
 
 impl ServerSettings {
     /// Settings from the `jt808` configuration section (TLS files are read here).
@@ -34,6 +35,7 @@ impl ServerSettings {
                 &t.cert_file,
                 &t.key_file,
                 t.client_ca_file.as_deref(),
+                t.allow_plain,
             )?)),
             None => None,
         };
@@ -47,13 +49,25 @@ impl ServerSettings {
             // A terminal authenticates right after connecting (S2013 §5); a silent one is not kept
             // longer than a minute, nor longer than the idle timeout.
             auth_timeout_ms: duration_ms(idle.min(Duration::from_secs(60))),
+            reassembly_budget: Arc::new(ByteBudget::new(config.max_reassembly_bytes)),
             ..Settings::default()
+        };
+        let session = Settings {
+            reassembly: ReassemblyLimits {
+                timeout_ms: duration_ms(config.reassembly_timeout),
+                ..session.reassembly
+            },
+            ..session
         };
         Ok(ServerSettings {
             session,
             auth: config.auth,
             tls,
             max_connections: config.server.max_connections,
+            bind_identity: config.server.tls.as_ref().is_some_and(|t| t.bind_identity),
+            allow_plain: config.server.tls.as_ref().is_some_and(|t| t.allow_plain),
+            max_terminals: config.max_terminals,
+            buffered: Arc::new(ByteBudget::new(config.server.max_buffered_bytes)),
         })
     }
 }

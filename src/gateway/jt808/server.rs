@@ -21,11 +21,14 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{Action, Commit, Now, Session, Settings};
+use super::session::{Action, Commit, Limit, Now, Session, Settings};
 use super::terminals::{self, AuthRequest, AuthVerdict, RegisterOutcome, RegisterRequest};
 use crate::command::{CommandPlane, DeviceCommand, Protocol};
 use crate::config::Jt808Auth;
-use crate::link::{self, Accepted, Claim, FramedIo, LinkError, ListenerSettings, Read, Registry};
+use crate::limits::ByteBudget;
+use crate::link::{
+    self, Accepted, Binding, Claim, FramedIo, LinkError, ListenerSettings, PeerIdentity, Read, Registry,
+};
 use crate::metrics::{Metrics, ProtocolCounters};
 use crate::protocol::jt808::{self as codec, FrameError, Packet};
 use crate::store::{Record, Store, StoreError};
@@ -42,6 +45,14 @@ pub struct ServerSettings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections served at once; more are refused at accept.
     pub max_connections: usize,
+    /// The phone a terminal registers or authenticates as must be named by its certificate.
+    pub bind_identity: bool,
+    /// The TLS port also takes plain TCP (unbound sessions).
+    pub allow_plain: bool,
+    /// Rows of `jt808_terminals` at most.
+    pub max_terminals: usize,
+    /// Incomplete frames buffered across all connections.
+    pub buffered: Arc<ByteBudget>,
 }
 
 /// Bytes buffered per connection: one maximal escaped frame and its flags. The codec drops a run
@@ -65,6 +76,10 @@ impl link::FrameDecoder for Decoder {
 /// The gateway's shared parts.
 struct Gateway {
     settings: Arc<Settings>,
+    bind_identity: bool,
+    max_terminals: usize,
+    buffered: Arc<ByteBudget>,
+    metrics: Arc<Metrics>,
     auth: Jt808Auth,
     store: Store,
     plane: Arc<CommandPlane>,
@@ -86,6 +101,10 @@ pub fn spawn(
     plane.register(Protocol::Jt808, registry.clone());
     let gateway = Arc::new(Gateway {
         settings: Arc::new(settings.session),
+        bind_identity: settings.bind_identity,
+        max_terminals: settings.max_terminals,
+        buffered: settings.buffered.clone(),
+        metrics: metrics.clone(),
         auth: settings.auth,
         store,
         plane,
@@ -97,6 +116,7 @@ pub fn spawn(
         max_connections: settings.max_connections,
         handshake_timeout: Duration::from_secs(10),
         protocol: "jt808",
+        allow_plain: settings.allow_plain,
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = listener_settings.tls.is_some(), "JT/T 808 gateway listening");
@@ -260,6 +280,8 @@ struct Connection<S> {
     peer: std::net::SocketAddr,
     clock: Clock,
     closing: Option<String>,
+    /// What the client certificate names.
+    identity: PeerIdentity,
 }
 
 impl Gateway {
@@ -278,7 +300,8 @@ impl Gateway {
             MAX_BUFFER,
             backstop,
             self.counters.clone(),
-        );
+        )
+        .with_budget(self.buffered.clone());
         let mut c = Connection {
             io,
             session: Session::new(self.settings.clone(), clock.now()),
@@ -293,6 +316,7 @@ impl Gateway {
             peer: accepted.peer,
             clock,
             closing: None,
+            identity: accepted.identity,
         };
         tracing::debug!(peer = %c.peer, "JT/T 808 connection accepted");
         while c.closing.is_none() {
@@ -410,7 +434,7 @@ impl Gateway {
                 Action::Commit(commit) => c.writes.push(commit),
                 Action::Register { request, record } => {
                     self.flush(c).await;
-                    if c.writes.failed {
+                    if c.writes.failed || !self.bound(c, &request.phone) {
                         continue;
                     }
                     let outcome = self.register(request, record).await;
@@ -420,7 +444,7 @@ impl Gateway {
                 }
                 Action::Authenticate { request, record } => {
                     self.flush(c).await;
-                    if c.writes.failed {
+                    if c.writes.failed || !self.bound(c, &request.phone) {
                         continue;
                     }
                     let verdict = self.authenticate(request, record).await;
@@ -451,6 +475,9 @@ impl Gateway {
                     });
                 }
                 Action::Release { id } => self.release(vec![id], c.online.as_ref().map(|o| o.device.clone())),
+                Action::LimitHit(Limit::Reassembly) => {
+                    self.metrics.limits.reassembly_refused_total.fetch_add(1, Relaxed);
+                }
                 Action::Bad(why) => {
                     self.counters.frames_bad.fetch_add(1, Relaxed);
                     tracing::warn!(peer = %c.peer, "JT/T 808: {why}");
@@ -462,14 +489,31 @@ impl Gateway {
         }
     }
 
+    /// Whether the phone `c` claims may be used on this connection (`tls.bind_identity`); a
+    /// mismatch closes the connection without an answer.
+    fn bound(&self, c: &mut Connection<impl link::ByteStream>, phone: &str) -> bool {
+        if c.identity.binding(self.bind_identity, &[phone]) != Binding::Mismatch {
+            return true;
+        }
+        self.metrics.limits.identity_mismatch_total.fetch_add(1, Relaxed);
+        let why = format!(
+            "the client certificate ({}) does not name phone {phone}",
+            c.identity.names.join(", ")
+        );
+        tracing::warn!(peer = %c.peer, "JT/T 808: {why}");
+        c.closing.get_or_insert(why);
+        false
+    }
+
     async fn register(&self, request: RegisterRequest, record: Record) -> Option<RegisterOutcome> {
         let mode = self.auth;
         let code = terminals::fresh_code();
         let phone = request.phone.clone();
+        let max_terminals = self.max_terminals;
         let result = self
             .store
             .write(move |ctx| {
-                let outcome = terminals::register(ctx.conn(), mode, &request, &code, now_ms())?;
+                let outcome = terminals::register(ctx.conn(), mode, &request, &code, now_ms(), max_terminals)?;
                 if outcome.result == codec::register_result::OK {
                     ctx.append(&record)?;
                 }
@@ -478,7 +522,18 @@ impl Gateway {
             .await;
         match result {
             Ok(outcome) => {
-                tracing::info!(phone, result = outcome.result, "JT/T 808 registration");
+                if outcome.table_full {
+                    self.metrics.limits.terminals_refused_total.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        phone,
+                        max = self.max_terminals,
+                        "JT/T 808 registration refused: jt808.max_terminals reached"
+                    );
+                } else if outcome.replaced_code {
+                    tracing::warn!(phone, "JT/T 808 re-registration: a new auth code is issued and the previous one no longer authenticates");
+                } else {
+                    tracing::info!(phone, result = outcome.result, "JT/T 808 registration");
+                }
                 Some(outcome)
             }
             Err(e) => {

@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 
 use super::terminals::{AuthRequest, AuthVerdict, RegisterOutcome, RegisterRequest};
 use crate::command::{DeviceCommand, Outcome};
+use crate::limits::ByteBudget;
 use crate::protocol::jt808::{
     downlink_from_json, general_result, header_json, ids, register_result, reply, split_into_packets, BcdTime, Body,
     DownlinkContext, Edition, Header, Message, Packet, Phone, PushOutcome, Reassembler, ReassemblyLimits, TextEncoding,
@@ -61,6 +62,8 @@ pub struct Settings {
     /// Failed authentications, refused registrations and registrations in all tolerated on one
     /// connection.
     pub max_auth_failures: u32,
+    /// Subpackage bytes held by all connections together (`jt808.max_reassembly_bytes`).
+    pub reassembly_budget: Arc<ByteBudget>,
 }
 
 impl Default for Settings {
@@ -86,6 +89,7 @@ impl Default for Settings {
             downlink_chunk: 1000,
             max_bad_frames: 8,
             max_auth_failures: 3,
+            reassembly_budget: Arc::new(ByteBudget::default()),
         }
     }
 }
@@ -138,8 +142,17 @@ pub enum Action {
     Release { id: i64 },
     /// Bad input from the terminal: log it and count it.
     Bad(String),
+    /// A global bound refused something (counted by the shell).
+    LimitHit(Limit),
     /// Close the connection once the actions before this one are done.
     Close(String),
+}
+
+/// The global bounds a session draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `jt808.max_reassembly_bytes`.
+    Reassembly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -571,7 +584,35 @@ impl Session {
                 ..Commit::default()
             })];
         }
-        match self.reassembler.push(&packet, now.mono_ms) {
+        // The packet's bytes come from the budget all connections share; what the reassembler
+        // does not keep (a completed, restarted or refused transfer) goes straight back.
+        // A packet that completes its transfer frees the transfer's bytes: it never waits for the
+        // budget, so a full budget cannot keep transfers from finishing.
+        let completes = self.reassembler.missing(&key).is_some_and(|m| m == [sub.index]);
+        let len = if completes { 0 } else { packet.body.len() as u64 };
+        if !self.settings.reassembly_budget.try_take(len) {
+            let reply = self.general(&header, general_result::FAILED);
+            return vec![
+                Action::LimitHit(Limit::Reassembly),
+                Action::Bad(format!(
+                    "subpackage 0x{:04X} from {} refused: all connections hold {} bytes of unfinished transfers",
+                    header.msg_id,
+                    header.phone,
+                    self.settings.reassembly_budget.limit()
+                )),
+                Action::Send(reply),
+            ];
+        }
+        let held_before = self.reassembler.held_bytes() as u64;
+        let pushed = self.reassembler.push(&packet, now.mono_ms);
+        let held_after = self.reassembler.held_bytes() as u64;
+        let returned = (held_before + len).saturating_sub(held_after);
+        self.settings.reassembly_budget.give(returned);
+        if held_after > held_before + len {
+            // Only a completing packet is added without taking: take what it added after all.
+            let _ = self.settings.reassembly_budget.try_take(held_after - held_before - len);
+        }
+        match pushed {
             Ok(PushOutcome::Complete(done)) => {
                 for (index, serial) in (1..=done.total).zip(done.serials.iter()) {
                     if self.recent.len() == RECENT_PACKETS {
@@ -886,7 +927,12 @@ impl Session {
             return vec![Action::Close(format!("no {what} for {limit} ms"))];
         }
         let mut actions = Vec::new();
-        for timeout in self.reassembler.poll_timeouts(now.mono_ms) {
+        let held_before = self.reassembler.held_bytes();
+        let timeouts = self.reassembler.poll_timeouts(now.mono_ms);
+        self.settings
+            .reassembly_budget
+            .give(held_before.saturating_sub(self.reassembler.held_bytes()) as u64);
+        for timeout in timeouts {
             match timeout {
                 TimeoutAction::RequestResend {
                     header,
@@ -946,7 +992,7 @@ impl Session {
     /// The connection is closing: every command not ended goes back to the plane.
     pub fn close(&mut self) -> Vec<Action> {
         self.phase = Phase::Closed;
-        self.reassembler.clear();
+        self.release_reassembly();
         let mut actions: Vec<Action> = self
             .inflight
             .drain(..)
@@ -954,6 +1000,22 @@ impl Session {
             .collect();
         actions.extend(self.queue.drain(..).map(|c| Action::Release { id: c.id }));
         actions
+    }
+}
+
+impl Session {
+    /// Drops unfinished transfers and gives their bytes back to the shared budget.
+    fn release_reassembly(&mut self) {
+        self.settings
+            .reassembly_budget
+            .give(self.reassembler.held_bytes() as u64);
+        self.reassembler.clear();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.release_reassembly();
     }
 }
 
@@ -1182,6 +1244,7 @@ mod tests {
         let actions = s.on_register(Some(RegisterOutcome {
             result: register_result::OK,
             auth_code: b"ABC123".to_vec(),
+            ..RegisterOutcome::default()
         }));
         let replies = sent(&actions);
         match &replies[0].body {
@@ -1263,6 +1326,7 @@ mod tests {
             s.on_register(Some(RegisterOutcome {
                 result: register_result::OK,
                 auth_code: b"C".to_vec(),
+                ..RegisterOutcome::default()
             }));
         }
         let actions = s.handle_frame(packet(register(), 3), at(2));
@@ -1554,6 +1618,31 @@ mod tests {
         }
         assert!(refused >= 190, "{refused}");
         assert!(s.reassembly_bytes() <= Settings::default().reassembly.max_total_bytes);
+    }
+
+    #[test]
+    fn unfinished_transfers_of_all_connections_share_one_budget_and_give_it_back_when_closed() {
+        let budget = Arc::new(ByteBudget::new(2500));
+        let shared = Arc::new(Settings {
+            reassembly_budget: budget.clone(),
+            ..Settings::default()
+        });
+        let mut a = online_with(shared.clone());
+        let mut b = online_with(shared);
+        let big = subpackets(0x0900, &[0x33; 3000], &[1, 2, 3]);
+        a.handle_frame(big[0].clone(), at(1));
+        a.handle_frame(big[1].clone(), at(2));
+        assert_eq!(budget.used(), 2000);
+        let refused = b.handle_frame(subpackets(0x0900, &[0x44; 3000], &[7, 8, 9])[0].clone(), at(3));
+        assert!(refused.iter().any(|x| matches!(x, Action::LimitHit(Limit::Reassembly))));
+        assert_eq!(general(&sent(&refused)[0]).result, general_result::FAILED);
+        // The last packet completes `a`'s transfer: its bytes go back.
+        a.handle_frame(big[2].clone(), at(4));
+        assert_eq!(budget.used(), 0);
+        b.handle_frame(subpackets(0x0900, &[0x44; 3000], &[7, 8, 9])[0].clone(), at(5));
+        assert_eq!(budget.used(), 1000);
+        drop(b);
+        assert_eq!(budget.used(), 0, "a dropped session gives its bytes back");
     }
 
     #[test]

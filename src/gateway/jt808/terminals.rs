@@ -26,12 +26,16 @@ pub struct RegisterRequest {
 }
 
 /// The answer to a register: a 0x8100 result and, on success, the auth code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegisterOutcome {
     /// A [`register_result`] value.
     pub result: u8,
     /// The auth code (empty unless `result` is OK).
     pub auth_code: Vec<u8>,
+    /// The phone had a code, which this registration replaced (the old one no longer works).
+    pub replaced_code: bool,
+    /// Refused because the table holds `jt808.max_terminals` rows.
+    pub table_full: bool,
 }
 
 /// What a 0x0102 authentication presents.
@@ -100,22 +104,35 @@ fn row(conn: &Connection, phone: &str) -> Result<Option<Row>, StoreError> {
         .optional()?)
 }
 
-/// Decides a registration and stores it. `fresh_code` is used when the terminal has no code yet;
-/// a terminal registering again keeps its code, so one whose 0x8100 got lost can retry safely.
+/// Decides a registration and stores it. Every successful registration issues `fresh_code`: a
+/// phone that registers again gets a new code and its old one stops working (the standard's
+/// intent; whoever registered before can no longer authenticate with what it was given).
 /// In `registry` mode only provisioned terminals may register, and a provisioned terminal id or
-/// plate must match.
+/// plate must match. A phone not in the table is refused once it holds `max_rows` rows.
 pub fn register(
     conn: &Connection,
     mode: Jt808Auth,
     request: &RegisterRequest,
     fresh_code: &[u8],
     now_ms: i64,
+    max_rows: usize,
 ) -> Result<RegisterOutcome, StoreError> {
     let existing = row(conn, &request.phone)?;
     let refuse = |result| RegisterOutcome {
         result,
-        auth_code: Vec::new(),
+        ..RegisterOutcome::default()
     };
+    if existing.is_none() {
+        let rows: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM jt808_terminals")?
+            .query_row([], |r| r.get(0))?;
+        if rows as u64 >= max_rows as u64 {
+            return Ok(RegisterOutcome {
+                table_full: true,
+                ..refuse(register_result::TERMINAL_UNKNOWN)
+            });
+        }
+    }
     if mode == Jt808Auth::Registry {
         let Some(provisioned) = existing.as_ref().filter(|r| r.provisioned) else {
             return Ok(refuse(register_result::TERMINAL_UNKNOWN));
@@ -131,10 +148,8 @@ pub fn register(
             return Ok(refuse(register_result::VEHICLE_UNKNOWN));
         }
     }
-    let code = existing
-        .as_ref()
-        .and_then(|r| r.auth_code.clone())
-        .unwrap_or_else(|| fresh_code.to_vec());
+    let replaced_code = existing.as_ref().is_some_and(|r| r.auth_code.is_some());
+    let code = fresh_code.to_vec();
     // Provisioned values are the operator's: a registration never overwrites them.
     conn.prepare_cached(
         "INSERT INTO jt808_terminals(phone, terminal_id, plate, auth_code, edition, registered_ms)
@@ -157,6 +172,8 @@ pub fn register(
     Ok(RegisterOutcome {
         result: register_result::OK,
         auth_code: code,
+        replaced_code,
+        table_full: false,
     })
 }
 
@@ -268,24 +285,34 @@ mod tests {
         }
     }
 
+    const ROWS: usize = 1000;
+
     #[test]
-    fn an_open_registration_issues_a_code_that_authenticates_and_is_kept_on_reregistration() {
+    fn re_registration_issues_a_new_code_and_the_old_one_stops_working() {
         let (_d, c) = db();
-        let first = register(&c, Jt808Auth::Open, &request("013800000001"), b"CODE1", 1).unwrap();
+        let first = register(&c, Jt808Auth::Open, &request("013800000001"), b"CODE1", 1, ROWS).unwrap();
         assert_eq!(first.result, register_result::OK);
         assert_eq!(first.auth_code, b"CODE1");
-        let again = register(&c, Jt808Auth::Open, &request("013800000001"), b"OTHER", 2).unwrap();
-        assert_eq!(again.auth_code, b"CODE1");
-        let verdict = authenticate(&c, Jt808Auth::Open, &auth("013800000001", b"CODE1"), 3).unwrap();
-        assert!(verdict.ok);
-        assert_eq!(verdict.edition, Some(Edition::V2013));
+        assert!(!first.replaced_code);
         assert!(
-            !authenticate(&c, Jt808Auth::Open, &auth("013800000001", b"CODE2"), 3)
+            authenticate(&c, Jt808Auth::Open, &auth("013800000001", b"CODE1"), 2)
                 .unwrap()
                 .ok
         );
+        let again = register(&c, Jt808Auth::Open, &request("013800000001"), b"CODE2", 2, ROWS).unwrap();
+        assert_eq!(again.auth_code, b"CODE2");
+        assert!(again.replaced_code);
         assert!(
-            !authenticate(&c, Jt808Auth::Open, &auth("013800000009", b"CODE1"), 3)
+            !authenticate(&c, Jt808Auth::Open, &auth("013800000001", b"CODE1"), 3)
+                .unwrap()
+                .ok,
+            "the old code still works"
+        );
+        let verdict = authenticate(&c, Jt808Auth::Open, &auth("013800000001", b"CODE2"), 3).unwrap();
+        assert!(verdict.ok);
+        assert_eq!(verdict.edition, Some(Edition::V2013));
+        assert!(
+            !authenticate(&c, Jt808Auth::Open, &auth("013800000009", b"CODE2"), 3)
                 .unwrap()
                 .ok
         );
@@ -294,17 +321,17 @@ mod tests {
     #[test]
     fn registry_mode_refuses_unprovisioned_terminals_and_mismatching_ids() {
         let (_d, c) = db();
-        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1).unwrap();
+        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1, ROWS).unwrap();
         assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
         assert!(refused.auth_code.is_empty());
         provision(&c, "013800000002", Some("OTHER"), None, None).unwrap();
-        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1).unwrap();
+        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1, ROWS).unwrap();
         assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
         provision(&c, "013800000002", Some("T1"), Some("沪B00000"), None).unwrap();
-        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1).unwrap();
+        let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1, ROWS).unwrap();
         assert_eq!(refused.result, register_result::VEHICLE_UNKNOWN);
         provision(&c, "013800000002", Some("T1"), None, None).unwrap();
-        let ok = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1).unwrap();
+        let ok = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1, ROWS).unwrap();
         assert_eq!(ok.result, register_result::OK);
         assert!(
             authenticate(&c, Jt808Auth::Registry, &auth("013800000002", b"C"), 2)
@@ -316,7 +343,7 @@ mod tests {
     #[test]
     fn a_terminal_registered_in_open_mode_cannot_authenticate_in_registry_mode() {
         let (_d, c) = db();
-        register(&c, Jt808Auth::Open, &request("013800000003"), b"C", 1).unwrap();
+        register(&c, Jt808Auth::Open, &request("013800000003"), b"C", 1, ROWS).unwrap();
         assert!(
             !authenticate(&c, Jt808Auth::Registry, &auth("013800000003", b"C"), 2)
                 .unwrap()
@@ -328,7 +355,7 @@ mod tests {
     fn a_provisioned_imei_must_match_the_2019_authentication() {
         let (_d, c) = db();
         provision(&c, "00000000013800000004", None, None, Some("123456789012345")).unwrap();
-        register(&c, Jt808Auth::Registry, &request("00000000013800000004"), b"C", 1).unwrap();
+        register(&c, Jt808Auth::Registry, &request("00000000013800000004"), b"C", 1, ROWS).unwrap();
         let mut a = auth("00000000013800000004", b"C");
         a.imei = Some("999999999999999".into());
         assert!(!authenticate(&c, Jt808Auth::Registry, &a, 2).unwrap().ok);
@@ -339,7 +366,7 @@ mod tests {
     #[test]
     fn deregistration_invalidates_the_code() {
         let (_d, c) = db();
-        register(&c, Jt808Auth::Open, &request("013800000005"), b"C", 1).unwrap();
+        register(&c, Jt808Auth::Open, &request("013800000005"), b"C", 1, ROWS).unwrap();
         deregister(&c, "013800000005").unwrap();
         assert!(
             !authenticate(&c, Jt808Auth::Open, &auth("013800000005", b"C"), 2)
@@ -347,8 +374,22 @@ mod tests {
                 .ok
         );
         assert_eq!(auth_code(&c, "013800000005").unwrap(), None);
-        let again = register(&c, Jt808Auth::Open, &request("013800000005"), b"NEW", 3).unwrap();
+        let again = register(&c, Jt808Auth::Open, &request("013800000005"), b"NEW", 3, ROWS).unwrap();
         assert_eq!(again.auth_code, b"NEW");
+    }
+
+    #[test]
+    fn open_registrations_stop_at_the_table_bound_but_known_phones_still_register() {
+        let (_d, c) = db();
+        for i in 0..3 {
+            let r = register(&c, Jt808Auth::Open, &request(&format!("01380000010{i}")), b"C", 1, 3).unwrap();
+            assert_eq!(r.result, register_result::OK);
+        }
+        let refused = register(&c, Jt808Auth::Open, &request("013800000199"), b"C", 1, 3).unwrap();
+        assert!(refused.table_full);
+        assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
+        let known = register(&c, Jt808Auth::Open, &request("013800000101"), b"D", 2, 3).unwrap();
+        assert_eq!(known.result, register_result::OK);
     }
 
     #[test]
