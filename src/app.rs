@@ -59,6 +59,7 @@ const STORE_RETRY_DELAYS: [Duration; 5] = [
 /// that). `None` when `shutdown` came first.
 async fn open_store(
     options: StoreOptions,
+    space: crate::store::SpaceOptions,
     metrics: Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<(Store, crate::store::OpenReport)>> {
@@ -67,7 +68,7 @@ async fn open_store(
     loop {
         let attempt = {
             let (options, metrics) = (options.clone(), metrics.clone());
-            tokio::task::spawn_blocking(move || Store::open(options, metrics))
+            tokio::task::spawn_blocking(move || Store::open_with(options, space, metrics))
                 .await
                 .context("the store opening task failed")?
         };
@@ -111,7 +112,11 @@ pub async fn run_with(
         max_bytes: config.storage.max_bytes,
         edge_id: config.edge.id.to_string(),
     };
-    let Some((store, report)) = open_store(store_options, metrics.clone(), &shutdown).await? else {
+    let space = crate::store::SpaceOptions {
+        reserve_bytes: config.storage.reserve_bytes,
+        disk_low_bytes: config.storage.disk_low_bytes,
+    };
+    let Some((store, report)) = open_store(store_options, space, metrics.clone(), &shutdown).await? else {
         return Ok(());
     };
     if let Some(moved) = &report.moved_aside {
@@ -241,6 +246,7 @@ pub async fn run_with(
                 plane: plane.clone(),
                 alarms: alarms.clone(),
                 readers: readers.clone(),
+                registry: registry.clone(),
                 gbt32960_enabled: config.gbt32960.is_some(),
                 jt808_enabled: config.jt808.is_some(),
                 core: tokio::runtime::Handle::current(),

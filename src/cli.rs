@@ -174,7 +174,6 @@ fn check_config(path: &std::path::Path, files: FileCheck) -> ExitCode {
 }
 
 fn passwd() -> ExitCode {
-    use argon2::password_hash::{PasswordHasher, SaltString};
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         eprintln!("cannot read a password from stdin");
@@ -185,15 +184,7 @@ fn passwd() -> ExitCode {
         eprintln!("empty password");
         return ExitCode::from(2);
     }
-    let salt_bytes: [u8; 16] = rand::random();
-    let salt = match SaltString::encode_b64(&salt_bytes) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("salt encoding failed: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match argon2::Argon2::default().hash_password(password.as_bytes(), &salt) {
+    match crate::web::auth::hash_password(password) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS

@@ -23,6 +23,8 @@ pub struct ProtocolCounters {
     pub refused_total: AtomicU64,
     /// TLS handshakes that failed (bad or missing client certificate, timeouts).
     pub handshake_failures: AtomicU64,
+    /// Commits that failed, their messages refused to the device (it sends them again).
+    pub commit_refusals: AtomicU64,
 }
 
 impl ProtocolCounters {
@@ -35,6 +37,7 @@ impl ProtocolCounters {
             "bytes_in": self.bytes_in.load(Relaxed),
             "refused_total": self.refused_total.load(Relaxed),
             "handshake_failures": self.handshake_failures.load(Relaxed),
+            "commit_refusals": self.commit_refusals.load(Relaxed),
         })
     }
 }
@@ -50,6 +53,16 @@ pub struct StoreCounters {
     /// Group commits performed (one transaction each).
     pub commits_total: AtomicU64,
     pub write_errors_total: AtomicU64,
+    /// The database files on disk (main + WAL + shared memory), measured.
+    pub db_bytes: AtomicI64,
+    pub wal_bytes: AtomicI64,
+    /// Free space of the store's file system.
+    pub disk_free_bytes: AtomicI64,
+    /// 1 while the disk is full (the database does not grow; see `store::writer`).
+    pub disk_full: AtomicU64,
+    /// Records refused for lack of space (their device was not acknowledged).
+    pub refused_total: AtomicU64,
+    pub checkpoints_total: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -300,6 +313,11 @@ impl Metrics {
                 "oldest_unsent_age_s": self.oldest_unsent_age_s(now_ms),
                 "committed_total": self.store.committed_total.load(Relaxed),
                 "evicted_total": self.store.evicted_total.load(Relaxed),
+                "db_bytes": self.store.db_bytes.load(Relaxed),
+                "wal_bytes": self.store.wal_bytes.load(Relaxed),
+                "disk_free_bytes": self.store.disk_free_bytes.load(Relaxed),
+                "disk_full": self.store.disk_full.load(Relaxed) == 1,
+                "refused_total": self.store.refused_total.load(Relaxed),
             },
             "uplink": {
                 "connected": self.uplink.connected.load(Relaxed) == 1,

@@ -678,3 +678,78 @@ async fn the_log_ring_shows_the_appliances_own_events_filtered_and_live() {
     assert!(String::from_utf8_lossy(&seen).contains("event:logs"));
     w.stop().await;
 }
+
+#[tokio::test]
+async fn registry_writes_from_the_page_and_from_mqtt_reach_the_same_registry_and_csv_round_trips() {
+    let w = World::start(false).await;
+    let admin = w.admin().await;
+    // Door 1: the page (the registry.upsert edge action through the command plane).
+    let job = page_command(
+        &admin,
+        "/api/edge/command",
+        json!({"action": "registry.upsert", "vehicles": [{"plate": "京A12345", "plate_color": 1, "vin": "LVIN0000000000001"}]}),
+    )
+    .await;
+    assert_eq!(job["ok"], true, "{job}");
+    let from_page = w
+        .result_on("edge/cab-1/cmd/result", job["request_id"].as_str().unwrap())
+        .await;
+    // Door 2: MQTT.
+    w.cloud
+        .publish(
+            "edge/cab-1/cmd",
+            json!({"request_id": "cloud-reg", "action": "registry.upsert", "vehicles": [{"plate": "沪B54321", "phone": "013900000042"}]}),
+        )
+        .await;
+    let from_cloud = w.result_on("edge/cab-1/cmd/result", "cloud-reg").await;
+    assert_eq!(
+        from_page["answer"]["created"], from_cloud["answer"]["created"],
+        "{from_page} {from_cloud}"
+    );
+    let list = admin.get("/api/registry?query=").await.json();
+    let plates: Vec<&str> = list["vehicles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["plate"].as_str())
+        .collect();
+    assert!(plates.contains(&"京A12345") && plates.contains(&"沪B54321"), "{list}");
+    let found = admin.get("/api/registry?query=LVIN0000000000001").await.json();
+    assert_eq!(found["total"], 1, "{found}");
+    // CSV import (the page's door to the registry's own import) and export.
+    let csv = "plate,plate_color,vin,phone,tid\n粤C11111,2,,,e2801160\nnot a plate!,,,,\n";
+    let imported = admin
+        .send("POST", "/api/registry/import", Some(csv.as_bytes()), &[])
+        .await;
+    assert_eq!(imported.status, 200, "{:?}", imported.json());
+    let report = imported.json();
+    assert_eq!(
+        (report["rows"].clone(), report["created"].clone()),
+        (json!(2), json!(1)),
+        "{report}"
+    );
+    assert_eq!(report["errors_total"], 1);
+    let export = admin.get("/api/registry/export").await;
+    assert_eq!(export.status, 200);
+    assert!(export.header("content-type").unwrap().starts_with("text/csv"));
+    let text = String::from_utf8(export.body.clone()).unwrap();
+    assert!(text.contains("粤C11111") && text.contains("京A12345"), "{text}");
+    // Delete through the page; the viewer may only read.
+    let deleted = page_command(
+        &admin,
+        "/api/edge/command",
+        json!({"action": "registry.delete", "plates": ["沪B54321"]}),
+    )
+    .await;
+    assert_eq!(deleted["ok"], true, "{deleted}");
+    let mut viewer = w.client();
+    viewer.login(VIEWER.0, VIEWER.1).await;
+    assert_eq!(viewer.get("/api/registry").await.status, 200);
+    assert_error_says_what_to_do(
+        &viewer
+            .send("POST", "/api/registry/import", Some(csv.as_bytes()), &[])
+            .await,
+        403,
+    );
+    w.stop().await;
+}

@@ -1,7 +1,8 @@
 //! The management page in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
 //! installed by `scripts/test`), driven over WebDriver: log in with the keyboard, watch the
 //! dashboard's charts take new points, add and start a select rule on a simulated reader and see
-//! its reports arrive, send a vehicle a command and see the answer, read the live log, log out.
+//! its reports arrive, send a vehicle a command and see the answer, add a vehicle to the identity
+//! registry, read the live log, log out.
 //! A screenshot of every page is saved to `target/screenshots/` (not committed) at 1366x768.
 
 mod common;
@@ -273,6 +274,30 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
     .await;
     screenshot(&c, "07-vehicles").await;
 
+    // Registry: add a vehicle by hand and find it.
+    click(&c, "nav a[data-view=registry]").await;
+    until(&c, "the registry form", "return !!document.querySelector('#reg-plate')").await;
+    c.find(Locator::Css("#reg-plate"))
+        .await
+        .unwrap()
+        .send_keys("京A12345")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#reg-vin"))
+        .await
+        .unwrap()
+        .send_keys("LVIN0000000000001")
+        .await
+        .unwrap();
+    click(&c, "#reg-save").await;
+    until(
+        &c,
+        "the vehicle in the registry table",
+        "const t = document.querySelector('#registry'); return !!t && t.innerText.includes('LVIN0000000000001')",
+    )
+    .await;
+    screenshot(&c, "08-registry").await;
+
     // Logs: recent lines, filtered, live.
     click(&c, "nav a[data-view=logs]").await;
     until(
@@ -281,7 +306,7 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
         "return document.querySelectorAll('.log div').length > 3",
     )
     .await;
-    screenshot(&c, "08-logs").await;
+    screenshot(&c, "09-logs").await;
 
     // Activity: what was done from the page.
     click(&c, "nav a[data-view=activity]").await;
@@ -291,7 +316,7 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
         "return document.body.innerText.includes('gantry-north: start_rule')",
     )
     .await;
-    screenshot(&c, "09-activity").await;
+    screenshot(&c, "10-activity").await;
 
     // Log out: back at the login form, and the session is gone.
     click(&c, "#logout").await;

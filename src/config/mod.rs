@@ -98,8 +98,12 @@ pub struct Site {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub path: PathBuf,
-    /// Backlog budget in bytes (CONTRACT 5.4).
+    /// Budget of the database files on disk (main file + WAL + shared memory; CONTRACT 5.4).
     pub max_bytes: u64,
+    /// Space held back beside the database and released when the disk fills.
+    pub reserve_bytes: u64,
+    /// Free space of the store's file system below which `disk_low` is raised.
+    pub disk_low_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -434,20 +438,40 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
     };
 
     let raw_storage = raw.storage.unwrap_or_default();
+    let max_bytes = match raw_storage.max_bytes {
+        None => 2 << 30,
+        Some(s) => v.take("storage.max_bytes", parse_size(&s)).unwrap_or(2 << 30),
+    };
+    if max_bytes < 1 << 20 {
+        v.error("storage.max_bytes", "must be at least 1MiB");
+    }
+    let derived = crate::store::SpaceOptions::for_budget(max_bytes);
+    let mut size = |path: &str, value: Option<String>, default: u64| match value {
+        None => default,
+        Some(s) => v.take(path, parse_size(&s)).unwrap_or(default),
+    };
+    let reserve_bytes = size(
+        "storage.reserve_bytes",
+        raw_storage.reserve_bytes,
+        derived.reserve_bytes,
+    );
+    let disk_low_bytes = size("storage.disk_low_bytes", raw_storage.disk_low_bytes, 4 * reserve_bytes);
+    if reserve_bytes < 256 << 10 {
+        v.error("storage.reserve_bytes", "must be at least 256KiB");
+    }
+    if disk_low_bytes <= reserve_bytes {
+        v.error("storage.disk_low_bytes", "must be larger than storage.reserve_bytes");
+    }
     let storage = StorageConfig {
         path: PathBuf::from(
             raw_storage
                 .path
                 .unwrap_or_else(|| "/var/lib/roadedge/roadedge.db".to_string()),
         ),
-        max_bytes: match raw_storage.max_bytes {
-            None => 2 << 30,
-            Some(s) => v.take("storage.max_bytes", parse_size(&s)).unwrap_or(2 << 30),
-        },
+        max_bytes,
+        reserve_bytes,
+        disk_low_bytes,
     };
-    if storage.max_bytes < 64 * 1024 {
-        v.error("storage.max_bytes", "must be at least 64KiB");
-    }
 
     let uplink = match raw.uplink {
         None => {

@@ -43,6 +43,8 @@ pub struct Site {
 pub struct Storage {
     pub path: Option<String>,
     pub max_bytes: Option<String>,
+    pub reserve_bytes: Option<String>,
+    pub disk_low_bytes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +298,8 @@ fn stringify_scalars_where_needed(value: serde_yaml::Value) -> serde_yaml::Value
                         k.as_str(),
                         Some(
                             "max_bytes"
+                                | "reserve_bytes"
+                                | "disk_low_bytes"
                                 | "keep_alive"
                                 | "idle_timeout"
                                 | "command_ttl"

@@ -139,25 +139,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let shutdown = crate::cli::stop_token(duration);
     let out = Out { stop: shutdown.clone() };
-    out.line(&format!("roadedge demo {}", app::VERSION));
-    out.line(&format!(
-        "  web page        : http://{web}/  (user admin, password {password})"
-    ));
-    out.line(&format!("  state directory : {}", dir.display()));
-    out.line(&format!("  configuration   : {}", config_path.display()));
-    out.line(&format!(
+    let mut banner = Vec::new();
+    banner.push(format!("roadedge demo {}", app::VERSION));
+    banner.push(format!("  state directory : {}", dir.display()));
+    banner.push(format!("  configuration   : {}", config_path.display()));
+    banner.push(format!(
         "  cloud broker    : mqtts://localhost:{port} (TLS, client certificates from {})",
         dir.display()
     ));
-    out.line(&format!("  watch the uplink: mosquitto_sub {tls_options} -t '#' -v"));
-    out.line(&format!(
+    banner.push(format!("  watch the uplink: mosquitto_sub {tls_options} -t '#' -v"));
+    banner.push(format!(
         "  send a command  : mosquitto_pub {tls_options} -t edge/demo-cabinet/cmd -m '{{\"request_id\":\"1\",\"action\":\"status\"}}'"
     ));
-    out.line(&format!(
+    banner.push(format!(
         "  readers         : {}; watch gbt37987/+/up/#",
         demo_readers.summary
     ));
-    out.line(&format!(
+    banner.push(format!(
         "  start a rule    : mosquitto_pub {tls_options} -t gbt37987/north/dn -m '{{\"request_id\":\"r1\",\"action\":\"start_rule\",\"spec_id\":1}}'"
     ));
 
@@ -166,7 +164,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some((&cloud_cert.cert, &cloud_cert.key)),
     )?);
     if let Some(vehicles) = gbt32960 {
-        out.line(&format!("  GB/T 32960      : {}", vehicles.describe()));
+        banner.push(format!("  GB/T 32960      : {}", vehicles.describe()));
         tokio::spawn(vehicles.run(shutdown.clone()));
     }
     let received = Arc::new(Traffic::default());
@@ -180,16 +178,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             subpackage_every: 10,
             ..Default::default()
         };
-        out.line(&format!(
+        banner.push(format!(
             "  JT/T 808        : {} simulated terminals (2013 and 2019) on 127.0.0.1:{jt808_port}; query one: mosquitto_pub {tls_options} -t jt808/013900000000/013900000000/dn -m '{{\"request_id\":\"q1\",\"header\":{{\"msg_id\":33281}}}}'",
             args.jt808_terminals
         ));
         let stats = Arc::new(crate::sim::jt808::SimStats::default());
         tokio::spawn(crate::sim::jt808::run(options, stats, shutdown.clone()));
     }
-    out.line("  stop            : Ctrl-C");
-    tokio::spawn(watch_cloud(port, tls, received.clone(), out, shutdown.clone()));
-    app::run_with(config, RunOptions::default(), shutdown, |a| {
+    banner.push("  stop            : Ctrl-C".into());
+    let cloud_watch = (tls, received.clone(), shutdown.clone());
+    app::run_with(config, RunOptions::default(), shutdown, move |a| {
+        // Printed once everything is up, so each line works the moment it is read.
+        let web = a.web.map(|w| w.to_string()).unwrap_or_default();
+        banner.insert(
+            1,
+            format!("  web page        : http://{web}/  (user admin, password {password})"),
+        );
+        for line in &banner {
+            out.line(line);
+        }
+        let (tls, received, stop) = cloud_watch;
+        tokio::spawn(watch_cloud(port, tls, received, out, stop));
         if let Some(service) = &a.readers {
             demo_readers.apply_rules(service.clone());
         }

@@ -8,9 +8,11 @@
 //!
 //! Must not: be written from many connections (all writes go through [`Store::write`]).
 
+pub mod alarms;
 pub mod files;
 pub mod outbox;
 pub mod schema;
+pub mod space;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use outbox::{EnvelopeKey, OutboxRow, Record, RecordClass};
 pub use schema::{OpenError, OpenReport};
+pub use space::SpaceOptions;
 pub use writer::WriteCtx;
 
 use crate::metrics::Metrics;
@@ -35,6 +38,10 @@ pub enum StoreError {
     Io(String),
     #[error("record of {0} bytes does not fit the backlog budget")]
     TooLarge(u64),
+    /// No room for the record (full disk or a budget full of higher-priority data): the device
+    /// must not be acknowledged.
+    #[error("no space: {0}")]
+    Full(String),
     #[error("the store is shut down")]
     Closed,
     /// The database cannot be used right now (busy, locked by another instance, unreadable, I/O
@@ -84,6 +91,7 @@ pub struct Store {
     committed: watch::Receiver<i64>,
     tap: tokio::sync::broadcast::Sender<Arc<Committed>>,
     readers: Arc<ReadPool>,
+    alarms: Arc<alarms::AlarmSet>,
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -94,12 +102,24 @@ struct ReadPool {
 
 /// Bound of the job queue: callers wait (backpressure) rather than queue without limit.
 const JOB_QUEUE: usize = 8192;
+/// Period of the writer's disk checks while idle.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Store {
+    /// [`Store::open_with`] with the space settings derived from the budget.
+    pub fn open(options: StoreOptions, metrics: Arc<Metrics>) -> Result<(Store, OpenReport), StoreError> {
+        let space = SpaceOptions::for_budget(options.max_bytes);
+        Store::open_with(options, space, metrics)
+    }
+
     /// Takes the instance lock, opens the database (moving a corrupt one aside), starts the
     /// writer thread. [`StoreError::Unavailable`] means the file was left alone and opening again
     /// later may succeed.
-    pub fn open(options: StoreOptions, metrics: Arc<Metrics>) -> Result<(Store, OpenReport), StoreError> {
+    pub fn open_with(
+        options: StoreOptions,
+        space: SpaceOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, OpenReport), StoreError> {
         if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| schema::classify_io(&format!("creating {}", dir.display()), &e))?;
@@ -111,8 +131,15 @@ impl Store {
         let seq_base = mark.reserved().max(now_ms().max(0) * 1000);
         let (conn, report) = schema::open(&options.path, &now_rfc3339(), seq_base)?;
         let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
-        let mut state =
-            writer::WriterState::load(&conn, options.max_bytes, options.edge_id.clone(), metrics, Some(mark))?;
+        let mut state = writer::WriterState::load_with(
+            &conn,
+            options.max_bytes,
+            space,
+            options.edge_id.clone(),
+            metrics,
+            Some(mark),
+        )?;
+        let alarm_set = state.alarm_set();
         let (committed_tx, committed_rx) = watch::channel(state.last_seq());
         let tap = state.tap();
         if let (Some(moved), Some(reason)) = (&report.moved_aside, &report.corruption) {
@@ -130,6 +157,20 @@ impl Store {
                 writer::run(conn, state, jobs_rx, committed_tx)
             })
             .map_err(|e| StoreError::Io(format!("spawning the writer thread: {e}")))?;
+        // The writer looks at the disk once a second even when nothing is written, so a full
+        // disk clears by itself once space returns. The ticker holds no strong handle: it ends
+        // with the store.
+        let ticker = jobs_tx.downgrade();
+        std::thread::Builder::new()
+            .name("store-ticker".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                let Some(jobs) = ticker.upgrade() else { return };
+                if let Err(mpsc::error::TrySendError::Closed(_)) = jobs.try_send(writer::Msg::Tick) {
+                    return;
+                }
+            })
+            .map_err(|e| StoreError::Io(format!("spawning the store ticker: {e}")))?;
         let store = Store {
             jobs: jobs_tx,
             committed: committed_rx,
@@ -138,6 +179,7 @@ impl Store {
                 path: options.path,
                 idle: Mutex::new(Vec::new()),
             }),
+            alarms: alarm_set,
             writer_thread: Arc::new(Mutex::new(Some(handle))),
         };
         Ok((store, report))
@@ -233,7 +275,8 @@ impl Store {
         let path = self.readers.path.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let c = Connection::open(&path)?;
-            c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA incremental_vacuum;")?;
+            c.busy_timeout(schema::BUSY_TIMEOUT)?;
+            writer::incremental_vacuum(&c, i64::MAX)?;
             Ok(())
         })
         .await
@@ -256,6 +299,11 @@ impl Store {
     /// Whether the writer still takes work (false once the store is closed or its thread died).
     pub fn is_open(&self) -> bool {
         !self.jobs.is_closed()
+    }
+
+    /// The edge's active alarms as committed (shared with `ops::alarms`).
+    pub fn alarm_set(&self) -> Arc<alarms::AlarmSet> {
+        self.alarms.clone()
     }
 
     /// Path of the database file.

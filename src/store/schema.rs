@@ -161,6 +161,13 @@ pub const MIGRATIONS: &[Migration] = &[
         body        BLOB    NOT NULL
     );",
     },
+    // v6: the store's eviction alarm joins the other edge alarms in `edge_alarms` (it was a `kv`
+    // flag; the flag is kept in step for older builds, so this is additive).
+    Migration {
+        compat: Compat::Additive,
+        sql: "INSERT OR IGNORE INTO edge_alarms(name, subject, raised_ms, detail)
+        SELECT 'backlog_eviction', '', 0, '{}' FROM kv WHERE key = 'eviction_alarm' AND value = 'raised';",
+    },
 ];
 
 /// The schema version this build writes.

@@ -1,19 +1,34 @@
 //! The single writer: one thread owning the write connection, draining the job queue into group
 //! commits. A batch is whatever queued up while the previous commit was being fsynced, so batch
-//! size follows load: one job per commit when idle, thousands under a burst.
+//! size follows load: one job per commit when idle, thousands under a burst (split into several
+//! transactions when their records would push the WAL past its share of the budget).
 //!
 //! Each job runs in its own savepoint so a failing job does not poison its batch. Completions are
 //! called only after COMMIT returns (or with the commit's error).
+//!
+//! Space is an operating state, not a failure:
+//! - the budget (`storage.max_bytes`) is enforced on the pages the main file really holds (every
+//!   table counts), with the WAL kept under its share by checkpoints after commits;
+//! - a full disk (`SQLITE_FULL` at INSERT, COMMIT or checkpoint, or free space under the guard)
+//!   releases the reserve, raises `disk_full`, and from then on the file may not grow: records
+//!   go into pages freed by evicting older ones of no higher priority (telemetry first), critical
+//!   records may also use half the reserve, and what fits nowhere is refused ([`StoreError::Full`])
+//!   so the device is not acknowledged. Delivered rows free pages that are given back to the file
+//!   system; once there is room for the reserve again it is rewritten and `disk_full` clears;
+//! - `disk_low` follows the free space of the store's file system.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, ErrorCode};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::alarms::{change_in, AlarmChange, AlarmSet, AlarmState};
 use super::files::SeqMark;
 use super::outbox::{with_envelope, Record, RecordClass};
+use super::space::{free_bytes, Budget, FileSizes, Reserve, SpaceOptions};
 use super::Committed;
 use super::{Job, StoreError};
 use crate::metrics::Metrics;
@@ -21,6 +36,8 @@ use crate::metrics::Metrics;
 /// Messages to the writer thread.
 pub(super) enum Msg {
     Job(Job),
+    /// Look at the disk and the WAL even though nothing is being written.
+    Tick,
     /// Commit what is queued, then exit.
     Stop,
 }
@@ -29,32 +46,58 @@ pub(super) enum Msg {
 const MAX_BATCH: usize = 4096;
 /// Rows evicted per eviction step.
 const EVICT_CHUNK: i64 = 64;
+/// Free pages given back to the file system per maintenance transaction.
+const VACUUM_STEP: i64 = 2048;
 
-/// In-memory state of the writer, derivable from the database (see [`WriterState::load`]).
+/// A full disk: the main file may not grow past `limit_pages`.
+#[derive(Debug, Clone)]
+struct Full {
+    limit_pages: i64,
+    reason: String,
+}
+
+/// In-memory state of the writer, derivable from the database and the file system (see
+/// [`WriterState::load`]).
 pub(super) struct WriterState {
     next_seq: i64,
     backlog_bytes: u64,
     backlog_rows: i64,
-    max_bytes: u64,
+    budget: Budget,
+    space: SpaceOptions,
     edge_id: String,
     metrics: Arc<Metrics>,
-    /// An eviction alarm has been raised and not yet cleared (persisted in `kv`).
-    eviction_alarm_active: bool,
-    /// Rows evicted since the alarm was raised.
-    evicted_since_alarm: u64,
-    /// Alarms to append at the end of the current job (alarms raised while appending).
-    pending_alarms: Vec<Record>,
-    /// Set when a savepoint rolled back: counters are reloaded after the commit.
+    /// The database file (for its size and its file system); absent for in-memory tests.
+    db_path: Option<PathBuf>,
+    reserve: Option<Reserve>,
+    full: Option<Full>,
+    disk_low: bool,
+    last_free: Option<u64>,
+    /// Rows evicted since the eviction alarm was raised; the condition holds while `Some`.
+    eviction: Option<u64>,
+    /// The committed active alarms, shared with `ops::alarms`.
+    alarms: Arc<AlarmSet>,
+    /// Alarm changes to make at the end of the current batch.
+    pending_alarms: Vec<AlarmChange>,
+    /// Alarm changes made in the current transaction, applied to `alarms` once it commits.
+    txn_alarms: Vec<AlarmChange>,
+    /// Record bytes appended in the current transaction.
+    txn_bytes: u64,
+    /// Set when a savepoint or a commit rolled back: counters are reloaded after the commit.
     dirty: bool,
     /// The sequence high-water mark beside the database (absent in unit tests of the writer).
     mark: Option<SeqMark>,
     /// Live views of committed records; fed only while someone listens.
     tap: broadcast::Sender<Arc<Committed>>,
-    /// Records of the current batch for the tap, sent once COMMIT succeeded.
+    /// Records of the current transaction for the tap, sent once COMMIT succeeded.
     tapped: Vec<Arc<Committed>>,
 }
 
+fn is_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::DiskFull)
+}
+
 impl WriterState {
+    #[cfg(test)]
     pub(super) fn load(
         conn: &Connection,
         max_bytes: u64,
@@ -62,21 +105,66 @@ impl WriterState {
         metrics: Arc<Metrics>,
         mark: Option<SeqMark>,
     ) -> Result<WriterState, StoreError> {
+        Self::load_with(
+            conn,
+            max_bytes,
+            SpaceOptions::for_budget(max_bytes),
+            edge_id,
+            metrics,
+            mark,
+        )
+    }
+
+    pub(super) fn load_with(
+        conn: &Connection,
+        max_bytes: u64,
+        space: SpaceOptions,
+        edge_id: String,
+        metrics: Arc<Metrics>,
+        mark: Option<SeqMark>,
+    ) -> Result<WriterState, StoreError> {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let budget = Budget::new(max_bytes, page_size.max(512) as u64);
+        // SQLite checkpoints after any commit that leaves more than a quarter of the WAL's share
+        // in it, and cuts the file back to half the share when the WAL starts over.
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint={}; PRAGMA journal_size_limit={};",
+            budget.checkpoint_frames(),
+            budget.wal_bytes / 2
+        ))?;
+        let db_path = conn.path().filter(|p| !p.is_empty()).map(PathBuf::from);
+        let alarms = Arc::new(AlarmSet::load(conn)?);
+        let reserve = db_path.as_ref().map(|p| Reserve::new(p, space.reserve_bytes));
         let mut s = WriterState {
             next_seq: 1,
             backlog_bytes: 0,
             backlog_rows: 0,
-            max_bytes,
+            budget,
+            space,
             edge_id,
             metrics,
-            eviction_alarm_active: false,
-            evicted_since_alarm: 0,
+            db_path,
+            reserve,
+            full: None,
+            disk_low: alarms.is_active("disk_low", ""),
+            last_free: None,
+            eviction: None,
+            alarms,
             pending_alarms: Vec::new(),
+            txn_alarms: Vec::new(),
+            txn_bytes: 0,
             dirty: false,
             mark,
             tap: broadcast::channel(super::TAP_CAPACITY).0,
             tapped: Vec::new(),
         };
+        if s.alarms.is_active("disk_full", "") {
+            // Still full until the file system shows otherwise (the next space check).
+            s.full = Some(Full {
+                limit_pages: s.page_count(conn)?,
+                reason: "the disk was full when the appliance stopped".into(),
+            });
+        }
         s.reload(conn)?;
         Ok(s)
     }
@@ -102,12 +190,13 @@ impl WriterState {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.metrics.store.evicted_total.store(evicted as u64, Relaxed);
-        self.eviction_alarm_active = conn
-            .query_row("SELECT value FROM kv WHERE key='eviction_alarm'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .map(|v| v == "raised")
-            .unwrap_or(false);
+        let evicting = self.alarms.is_active("backlog_eviction", "");
+        self.eviction = match (evicting, self.eviction) {
+            (true, n) => Some(n.unwrap_or(0)),
+            (false, _) => None,
+        };
+        self.pending_alarms.retain(|c| c.name == "store_corrupt");
+        self.txn_alarms.clear();
         self.dirty = false;
         self.publish_gauges(conn);
         Ok(())
@@ -115,6 +204,11 @@ impl WriterState {
 
     pub(super) fn last_seq(&self) -> i64 {
         self.next_seq - 1
+    }
+
+    /// The active set shared with the alarm service.
+    pub(super) fn alarm_set(&self) -> Arc<AlarmSet> {
+        self.alarms.clone()
     }
 
     /// The sender of the committed-records tap (see `Store::tap`).
@@ -132,15 +226,100 @@ impl WriterState {
         m.oldest_unsent_ms.store(oldest, Relaxed);
     }
 
-    /// Queues an edge alarm record (`edge/{id}/alarm`), appended by the next job.
+    /// Queues an edge alarm (`edge/{id}/alarm`), raised by the next batch.
     pub(super) fn queue_alarm(&mut self, alarm: &str, detail: serde_json::Value) {
-        let body = json!({"alarm": alarm, "state": "raised", "detail": detail});
-        self.pending_alarms.push(Record::new(
-            "edge",
-            format!("edge/{}/alarm", self.edge_id),
-            RecordClass::Critical,
-            &body,
-        ));
+        self.pending_alarms
+            .push(AlarmChange::new(alarm, "", AlarmState::Raised, detail));
+    }
+
+    fn page_count(&self, conn: &Connection) -> Result<i64, StoreError> {
+        Ok(conn.prepare_cached("PRAGMA page_count")?.query_row([], |r| r.get(0))?)
+    }
+
+    fn used_pages(&self, conn: &Connection) -> Result<i64, StoreError> {
+        let pages = self.page_count(conn)?;
+        let free: i64 = conn
+            .prepare_cached("PRAGMA freelist_count")?
+            .query_row([], |r| r.get(0))?;
+        Ok(pages - free)
+    }
+
+    /// Pages the main file may hold for a record of `class`.
+    fn limit_pages(&self, class: RecordClass) -> i64 {
+        let budget = self.budget.main_pages();
+        match &self.full {
+            None => budget,
+            Some(full) => {
+                // The reserve was released so that critical records still fit.
+                let extra = if class == RecordClass::Critical {
+                    (self.space.reserve_bytes / 2 / self.budget.page_size) as i64
+                } else {
+                    0
+                };
+                budget.min(full.limit_pages + extra)
+            }
+        }
+    }
+
+    /// The disk is full (or about to be): release the reserve, stop the file from growing,
+    /// raise `disk_full` (once).
+    fn enter_full(&mut self, conn: &Connection, reason: String) {
+        let released = self.reserve.as_ref().is_some_and(Reserve::release);
+        if self.full.is_some() {
+            return;
+        }
+        let limit_pages = self.page_count(conn).unwrap_or(0);
+        tracing::error!(
+            reason,
+            released_reserve = released,
+            db_pages = limit_pages,
+            "disk full: the database stops growing; older telemetry makes room, critical records use the reserve"
+        );
+        self.metrics.store.disk_full.store(1, Relaxed);
+        self.full = Some(Full { limit_pages, reason });
+    }
+
+    /// Whether an alarm change for `name` is already under way.
+    fn alarm_queued(&self, name: &str) -> bool {
+        self.pending_alarms
+            .iter()
+            .chain(&self.txn_alarms)
+            .any(|c| c.name == name)
+    }
+
+    /// Queues the alarm changes that make the committed set match the conditions.
+    fn reconcile_alarms(&mut self) {
+        let free = self.last_free;
+        let conditions = [
+            (
+                "disk_full",
+                self.full.is_some(),
+                match &self.full {
+                    Some(f) => {
+                        json!({"reason": f.reason, "free_bytes": free, "reserve_bytes": self.space.reserve_bytes})
+                    }
+                    None => json!({"free_bytes": free, "reserve_bytes": self.space.reserve_bytes}),
+                },
+            ),
+            (
+                "disk_low",
+                self.disk_low,
+                json!({"free_bytes": free, "disk_low_bytes": self.space.disk_low_bytes}),
+            ),
+            (
+                "backlog_eviction",
+                self.eviction.is_some(),
+                json!({"evicted_rows": self.eviction.unwrap_or(0),
+                       "reason": if self.full.is_some() { "the disk is full" } else { "the backlog reached storage.max_bytes while the uplink could not drain it" },
+                       "max_bytes": self.budget.max_bytes}),
+            ),
+        ];
+        for (name, holds, detail) in conditions {
+            if holds != self.alarms.is_active(name, "") && !self.alarm_queued(name) {
+                let to = if holds { AlarmState::Raised } else { AlarmState::Cleared };
+                self.pending_alarms.push(AlarmChange::new(name, "", to, detail));
+            }
+        }
     }
 }
 
@@ -161,15 +340,27 @@ impl WriteCtx<'_> {
         self.conn
     }
 
-    /// Appends a record to the outbox, evicting lower-priority rows if the budget requires it.
+    /// An alarm change made in this transaction (see `store::alarms::change_in`).
+    pub(super) fn committed_alarm(&mut self, change: AlarmChange) {
+        self.state.txn_alarms.push(change);
+    }
+
+    /// Appends a record to the outbox, evicting older rows of no higher priority when the budget
+    /// (or a full disk) requires it. [`StoreError::Full`] when it fits nowhere.
     pub fn append(&mut self, record: &Record) -> Result<i64, StoreError> {
         let cost = record.cost();
-        if cost > self.state.max_bytes / 4 {
+        if cost > self.state.budget.main_bytes / 4 {
             return Err(StoreError::TooLarge(cost));
         }
-        while self.state.backlog_bytes + cost > self.state.max_bytes {
-            if self.evict_step()? == 0 {
-                return Err(StoreError::TooLarge(cost));
+        // Pages the row may take with its two index entries and partly filled pages.
+        let need = (2 * cost).div_ceil(self.state.budget.page_size) as i64 + 1;
+        loop {
+            let used = self.state.used_pages(self.conn)?;
+            if used + need <= self.state.limit_pages(record.class) {
+                break;
+            }
+            if self.evict_step(record.class)? == 0 {
+                return Err(self.refuse(record.class));
             }
         }
         let seq = self.state.next_seq;
@@ -200,11 +391,19 @@ impl WriteCtx<'_> {
         };
         match insert(self.conn) {
             Ok(_) => {}
-            // A full disk: make room by evicting (freed pages are reused) and try once more.
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull => {
-                tracing::warn!("disk full while appending; evicting to make room");
-                self.evict_step()?;
-                insert(self.conn)?;
+            // The page cache spilled onto a full disk: from now on the file does not grow.
+            Err(e) if is_full(&e) => {
+                self.state.enter_full(self.conn, format!("insert: {e}"));
+                if self.evict_step(record.class)? == 0 {
+                    return Err(self.refuse(record.class));
+                }
+                insert(self.conn).map_err(|e| {
+                    if is_full(&e) {
+                        self.refuse(record.class)
+                    } else {
+                        e.into()
+                    }
+                })?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -220,13 +419,28 @@ impl WriteCtx<'_> {
         self.state.next_seq += 1;
         self.state.backlog_bytes += cost;
         self.state.backlog_rows += 1;
+        self.state.txn_bytes += cost;
         self.state.metrics.store.committed_total.fetch_add(1, Relaxed);
         Ok(seq)
     }
 
-    /// Evicts the oldest rows of the lowest class present; returns how many were evicted.
-    fn evict_step(&mut self) -> Result<usize, StoreError> {
-        for class in RecordClass::ALL {
+    fn refuse(&self, class: RecordClass) -> StoreError {
+        self.state.metrics.store.refused_total.fetch_add(1, Relaxed);
+        match &self.state.full {
+            Some(full) => StoreError::Full(format!(
+                "the disk is full ({}) and no older record of {class:?} or lower priority is left to evict",
+                full.reason
+            )),
+            None => StoreError::Full(format!(
+                "storage.max_bytes ({} bytes) is taken by records of higher priority than {class:?} and by the other tables",
+                self.state.budget.max_bytes
+            )),
+        }
+    }
+
+    /// Evicts the oldest rows of the lowest class present, up to `up_to`; returns how many.
+    fn evict_step(&mut self, up_to: RecordClass) -> Result<usize, StoreError> {
+        for class in RecordClass::ALL.into_iter().filter(|c| *c <= up_to) {
             let mut stmt = self.conn.prepare_cached(
                 "DELETE FROM outbox WHERE seq IN
                    (SELECT seq FROM outbox WHERE class = ?1 ORDER BY seq LIMIT ?2)
@@ -249,20 +463,12 @@ impl WriteCtx<'_> {
                 "INSERT OR REPLACE INTO kv(key, value) VALUES('evicted_total', ?1)",
                 [total.to_string()],
             )?;
-            self.state.evicted_since_alarm += n as u64;
-            tracing::warn!(class = ?class, rows = n, "backlog budget reached: evicted oldest rows");
-            if !self.state.eviction_alarm_active {
-                self.state.eviction_alarm_active = true;
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO kv(key, value) VALUES('eviction_alarm','raised')",
-                    [],
-                )?;
-                let detail = json!({
-                    "reason": "backlog reached storage.max_bytes while the uplink could not drain it",
-                    "max_bytes": self.state.max_bytes,
-                    "first_evicted_class": format!("{class:?}").to_lowercase(),
-                });
-                self.state.queue_alarm("backlog_eviction", detail);
+            let first = self.state.eviction.is_none();
+            *self.state.eviction.get_or_insert(0) += n as u64;
+            if first {
+                tracing::warn!(class = ?class, rows = n, full_disk = self.state.full.is_some(), "backlog full: evicting the oldest rows");
+            } else {
+                tracing::debug!(class = ?class, rows = n, "evicted");
             }
             return Ok(n);
         }
@@ -288,19 +494,20 @@ impl WriteCtx<'_> {
             }
         }
         // The eviction episode ends once the backlog has drained to half the budget.
-        if self.state.eviction_alarm_active && self.state.backlog_bytes < self.state.max_bytes / 2 {
-            self.state.eviction_alarm_active = false;
-            self.conn.execute("DELETE FROM kv WHERE key='eviction_alarm'", [])?;
-            let body = json!({"alarm": "backlog_eviction", "state": "cleared",
-                              "detail": {"evicted_rows": self.state.evicted_since_alarm}});
-            self.state.evicted_since_alarm = 0;
-            let record = Record::new(
-                "edge",
-                format!("edge/{}/alarm", self.state.edge_id),
-                RecordClass::Critical,
-                &body,
-            );
-            self.append(&record)?;
+        if self.state.eviction.is_some() && self.state.full.is_none() {
+            let used = self.state.used_pages(self.conn)?;
+            if used < self.state.budget.main_pages() / 2 {
+                let evicted = self.state.eviction.take().unwrap_or(0);
+                tracing::info!(evicted, "backlog drained to half the budget");
+                if !self.state.alarm_queued("backlog_eviction") {
+                    self.state.pending_alarms.push(AlarmChange::new(
+                        "backlog_eviction",
+                        "",
+                        AlarmState::Cleared,
+                        json!({"evicted_rows": evicted}),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -314,21 +521,20 @@ pub(super) fn run(
     committed: watch::Sender<i64>,
 ) {
     // Alarms found while opening (a corrupt database) are committed before anything else.
-    if !state.pending_alarms.is_empty() {
-        let job: Job = Box::new(|_ctx| (true, Box::new(|_| {})));
-        commit_batch(&conn, &mut state, vec![job], &committed);
-    }
+    maintain(&conn, &mut state, &committed);
     let mut stopping = false;
     while !stopping {
         let Some(first) = jobs.blocking_recv() else { break };
         let mut batch = Vec::new();
         match first {
             Msg::Job(j) => batch.push(j),
+            Msg::Tick => {}
             Msg::Stop => stopping = true,
         }
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
                 Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Tick) => {}
                 Ok(Msg::Stop) => stopping = true,
                 Err(_) => break,
             }
@@ -336,6 +542,7 @@ pub(super) fn run(
         if !batch.is_empty() {
             commit_batch(&conn, &mut state, batch, &committed);
         }
+        maintain(&conn, &mut state, &committed);
     }
     // Jobs queued after Stop are answered with Closed by dropping them (their senders see an error).
     jobs.close();
@@ -345,47 +552,111 @@ pub(super) fn run(
     tracing::debug!("store writer stopped");
 }
 
-fn commit_batch(conn: &Connection, state: &mut WriterState, batch: Vec<Job>, committed: &watch::Sender<i64>) {
-    let mut completions = Vec::with_capacity(batch.len());
-    let begin = conn.execute_batch("BEGIN IMMEDIATE");
-    if let Err(e) = begin {
-        // The jobs never ran; dropping them makes their callers see `Closed` (not acknowledged).
-        state.metrics.store.write_errors_total.fetch_add(1, Relaxed);
-        tracing::error!("cannot begin a transaction, {} jobs failed: {e}", batch.len());
-        return;
-    }
-    for job in batch {
-        let _ = conn.execute_batch("SAVEPOINT job");
-        let tapped_before = state.tapped.len();
-        let mut ctx = WriteCtx { conn, state };
-        let (ok, completion) = job(&mut ctx);
-        if ok {
-            let _ = conn.execute_batch("RELEASE job");
-        } else {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            state.tapped.truncate(tapped_before);
-            state.dirty = true;
-        }
-        completions.push(completion);
-    }
-    // Alarms raised by this batch (evictions) or at open commit with it.
-    let alarms = std::mem::take(&mut state.pending_alarms);
-    for alarm in &alarms {
-        if let Err(e) = (WriteCtx { conn, state }).append(alarm) {
-            tracing::error!("cannot append edge alarm: {e}");
-        }
-    }
-    let outcome = conn.execute_batch("COMMIT").map_err(StoreError::from);
-    if let Err(e) = &outcome {
-        tracing::error!("commit failed: {e}");
-        state.metrics.store.write_errors_total.fetch_add(1, Relaxed);
-        let _ = conn.execute_batch("ROLLBACK");
+/// Runs one job in its own savepoint; returns its completion.
+fn run_job(conn: &Connection, state: &mut WriterState, job: Job) -> super::Completion {
+    let _ = conn.execute_batch("SAVEPOINT job");
+    let alarms_before = state.txn_alarms.len();
+    let tapped_before = state.tapped.len();
+    let mut ctx = WriteCtx { conn, state };
+    let (ok, completion) = job(&mut ctx);
+    if ok {
+        let _ = conn.execute_batch("RELEASE job");
+    } else {
+        let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+        state.txn_alarms.truncate(alarms_before);
+        state.tapped.truncate(tapped_before);
         state.dirty = true;
-        state.tapped.clear();
     }
-    for record in state.tapped.drain(..) {
-        // No receiver left, or one lagging behind: live views only, nothing is lost here.
-        let _ = state.tap.send(record);
+    completion
+}
+
+/// Makes the queued alarm changes inside the open transaction. A change that cannot be made
+/// (no space even for a critical record) stays queued for the next transaction.
+fn apply_pending_alarms(conn: &Connection, state: &mut WriterState) {
+    state.reconcile_alarms();
+    // Each change may queue another (an alarm record that evicts raises `backlog_eviction`).
+    for _ in 0..8 {
+        let pending = std::mem::take(&mut state.pending_alarms);
+        if pending.is_empty() {
+            return;
+        }
+        let mut kept = Vec::new();
+        for change in pending {
+            let _ = conn.execute_batch("SAVEPOINT alarm");
+            let before = state.txn_alarms.len();
+            let tapped_before = state.tapped.len();
+            match change_in(&mut WriteCtx { conn, state }, &change) {
+                Ok(_) => {
+                    let _ = conn.execute_batch("RELEASE alarm");
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK TO alarm; RELEASE alarm");
+                    state.txn_alarms.truncate(before);
+                    state.tapped.truncate(tapped_before);
+                    tracing::warn!(alarm = change.name, "cannot record the alarm change yet: {e}");
+                    kept.push(change);
+                }
+            }
+        }
+        if !kept.is_empty() {
+            state.pending_alarms.extend(kept);
+            return;
+        }
+        state.reconcile_alarms();
+    }
+}
+
+/// COMMIT; on a full disk, releases the reserve and tries once more while the transaction is
+/// still open.
+fn commit(conn: &Connection, state: &mut WriterState) -> Result<(), StoreError> {
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) if is_full(&e) => {
+            state.enter_full(conn, format!("commit: {e}"));
+            if !conn.is_autocommit() {
+                match conn.execute_batch("COMMIT") {
+                    Ok(()) => return Ok(()),
+                    Err(e) if !is_full(&e) => return Err(e.into()),
+                    Err(_) => {}
+                }
+            }
+            state.metrics.store.refused_total.fetch_add(1, Relaxed);
+            Err(StoreError::Full(format!("commit: {e}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// After COMMIT: counters, the shared alarm set, the committed seq, then the completions.
+fn finish(
+    conn: &Connection,
+    state: &mut WriterState,
+    outcome: Result<(), StoreError>,
+    completions: Vec<super::Completion>,
+    committed: &watch::Sender<i64>,
+) {
+    match &outcome {
+        Ok(()) => {
+            let changes = std::mem::take(&mut state.txn_alarms);
+            for c in &changes {
+                match c.to {
+                    AlarmState::Raised => tracing::warn!(alarm = c.name, detail = %c.detail, "alarm raised"),
+                    AlarmState::Cleared => tracing::info!(alarm = c.name, detail = %c.detail, "alarm cleared"),
+                }
+            }
+            state.alarms.apply(&changes);
+            for record in state.tapped.drain(..) {
+                // No receiver left, or one lagging behind: live views only, nothing is lost here.
+                let _ = state.tap.send(record);
+            }
+        }
+        Err(e) => {
+            tracing::error!("commit failed, {} jobs not done: {e}", completions.len());
+            state.metrics.store.write_errors_total.fetch_add(1, Relaxed);
+            let _ = conn.execute_batch("ROLLBACK");
+            state.dirty = true;
+            state.tapped.clear();
+        }
     }
     if state.dirty {
         if let Err(e) = state.reload(conn) {
@@ -398,6 +669,158 @@ fn commit_batch(conn: &Connection, state: &mut WriterState, batch: Vec<Job>, com
     committed.send_replace(state.last_seq());
     for c in completions {
         c(outcome.clone());
+    }
+}
+
+/// Runs `batch` in one or more transactions (a new one whenever the records appended reach the
+/// transaction's share of the WAL) and completes each job after its transaction's commit.
+fn commit_batch(conn: &Connection, state: &mut WriterState, batch: Vec<Job>, committed: &watch::Sender<i64>) {
+    let mut jobs = batch.into_iter();
+    let mut next = jobs.next();
+    while next.is_some() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // The jobs never ran; dropping them makes their callers see `Closed` (not acknowledged).
+            state.metrics.store.write_errors_total.fetch_add(1, Relaxed);
+            tracing::error!("cannot begin a transaction, jobs failed: {e}");
+            return;
+        }
+        state.txn_bytes = 0;
+        let mut completions = Vec::new();
+        while let Some(job) = next.take() {
+            completions.push(run_job(conn, state, job));
+            next = jobs.next();
+            // Committing early keeps one transaction's frames well within the WAL's share.
+            if state.txn_bytes >= state.budget.transaction_bytes() {
+                break;
+            }
+        }
+        apply_pending_alarms(conn, state);
+        let outcome = commit(conn, state);
+        finish(conn, state, outcome, completions, committed);
+    }
+}
+
+/// Looks at the file system and the WAL after every batch and every tick: free space and its
+/// alarms, entering and leaving the full-disk state, the reserve, checkpoints; then commits what
+/// that requires (alarm changes, giving free pages back).
+fn maintain(conn: &Connection, state: &mut WriterState, committed: &watch::Sender<i64>) {
+    // A statvfs and three stats: cheap enough after every commit, and a disk can fill within a
+    // fraction of a second, so the writer stops the file from growing before SQLite meets the end
+    // of the disk.
+    let Some(path) = state.db_path.clone() else {
+        return;
+    };
+    let files = FileSizes::of(&path);
+    state.metrics.store.db_bytes.store(files.total() as i64, Relaxed);
+    state.metrics.store.wal_bytes.store(files.wal as i64, Relaxed);
+    // Free space under the guard counts as full: what one WAL cycle and the checkpoint that
+    // follows it may still need.
+    let guard = (state.budget.wal_bytes / 2).max(128 << 10);
+    let reserve_bytes = state.space.reserve_bytes;
+    if let Some(free) = free_bytes(&path) {
+        let held = state.reserve.as_ref().is_some_and(Reserve::held);
+        // Room to write the reserve again and still stay clear of the guard (with hysteresis).
+        let room = free >= reserve_bytes.saturating_add(guard + guard / 2) || (held && free >= guard + guard / 2);
+        match (&state.full, room) {
+            (None, _) if free < guard => {
+                state.enter_full(conn, format!("{free} bytes free, under the guard of {guard}"));
+            }
+            (None, true) if !held => restore_reserve(conn, state),
+            (Some(_), true) => {
+                restore_reserve(conn, state);
+                if state.reserve.as_ref().is_none_or(Reserve::held) {
+                    tracing::info!(
+                        free,
+                        "disk space returned: the reserve is back, the database may grow again"
+                    );
+                    state.full = None;
+                    state.metrics.store.disk_full.store(0, Relaxed);
+                }
+            }
+            _ => {}
+        }
+        // Measured again: the reserve may just have been written or released.
+        let free = free_bytes(&path).unwrap_or(free);
+        tracing::trace!(free, files = files.total(), wal = files.wal, "space check");
+        state.last_free = Some(free);
+        state.metrics.store.disk_free_bytes.store(free as i64, Relaxed);
+        if free < state.space.disk_low_bytes {
+            state.disk_low = true;
+        } else if free >= state.space.disk_low_bytes + state.space.disk_low_bytes / 4 {
+            state.disk_low = false;
+        }
+    }
+    // The WAL stays within its share: checkpoint once it holds more than a quarter of it.
+    if files.wal > state.budget.wal_bytes / 4 {
+        checkpoint(conn, state);
+    }
+    // On a full or low disk, pages freed by delivered rows go back to the file system.
+    let free_pages: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap_or(0);
+    let keep = (reserve_bytes / state.budget.page_size) as i64;
+    let vacuum = if state.full.is_some() || state.disk_low {
+        (free_pages - keep).clamp(0, VACUUM_STEP)
+    } else {
+        0
+    };
+    state.reconcile_alarms();
+    if vacuum == 0 && state.pending_alarms.is_empty() {
+        return;
+    }
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::warn!("maintenance transaction: {e}");
+        return;
+    }
+    state.txn_bytes = 0;
+    if vacuum > 0 {
+        if let Err(e) = incremental_vacuum(conn, vacuum) {
+            tracing::warn!("giving free pages back: {e}");
+        }
+    }
+    apply_pending_alarms(conn, state);
+    let outcome = commit(conn, state);
+    finish(conn, state, outcome, Vec::new(), committed);
+    if vacuum > 0 {
+        // The main file shrinks when the checkpoint writes the vacuumed pages back.
+        checkpoint(conn, state);
+    }
+}
+
+/// Frees up to `pages` pages from the end of the file. The pragma frees one page per step, so it
+/// is stepped to the end.
+pub(super) fn incremental_vacuum(conn: &Connection, pages: i64) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+fn restore_reserve(conn: &Connection, state: &mut WriterState) {
+    let Some(reserve) = &state.reserve else {
+        return;
+    };
+    if let Err(e) = reserve.restore() {
+        state.enter_full(conn, format!("cannot write the {} byte reserve: {e}", reserve.bytes()));
+    }
+}
+
+fn checkpoint(conn: &Connection, state: &mut WriterState) {
+    let result: rusqlite::Result<(i64, i64, i64)> = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    });
+    state.metrics.store.checkpoints_total.fetch_add(1, Relaxed);
+    match result {
+        Ok((_, log, done)) if log > 2 * state.budget.checkpoint_frames() && done < log => {
+            // Readers kept the checkpoint from finishing and the WAL keeps growing: wait for them
+            // (busy_timeout) so the next write starts the WAL over.
+            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(RESTART);") {
+                if is_full(&e) {
+                    state.enter_full(conn, format!("checkpoint: {e}"));
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) if is_full(&e) => state.enter_full(conn, format!("checkpoint: {e}")),
+        Err(e) => tracing::warn!("checkpoint: {e}"),
     }
 }
 
@@ -491,14 +914,28 @@ mod tests {
     #[tokio::test]
     async fn budget_evicts_telemetry_before_critical_and_raises_one_alarm() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = 64 * 1024;
+        let budget = 1 << 20;
         let (store, metrics) = open(dir.path(), budget);
         let login = Record::new("d", "t/login", RecordClass::Critical, &json!({"login": true}));
         let login_seq = store.append(login).await.unwrap();
-        for i in 0..2000 {
-            store.append(telemetry("d", i)).await.unwrap();
-            assert!(metrics.store.backlog_bytes.load(Relaxed) as u64 <= budget);
+        let mut largest = 0;
+        for i in 0..700 {
+            let record = Record::new(
+                "d",
+                "t/d",
+                RecordClass::Telemetry,
+                &json!({"n": i, "pad": "x".repeat(3000)}),
+            );
+            store.append(record).await.unwrap();
+            let files = super::super::space::FileSizes::of(&dir.path().join("s.db")).total();
+            largest = largest.max(files);
+            assert!(
+                files <= budget,
+                "the database files take {files} bytes, over the budget {budget}: {:?}",
+                super::super::space::FileSizes::of(&dir.path().join("s.db"))
+            );
         }
+        println!("budget {budget}: the files took at most {largest} bytes");
         assert!(metrics.store.evicted_total.load(Relaxed) > 0);
         let (has_login, alarms, oldest_n): (bool, i64, i64) = store
             .read(move |c| {

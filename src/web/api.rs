@@ -422,6 +422,9 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
             command(state, request, body, &session, target).await
         }
         (Method::GET, ["vehicles"]) => vehicles(state),
+        (Method::GET, ["registry"]) => registry_list(state, request).await,
+        (Method::GET, ["registry", "export"]) => registry_export(state).await,
+        (Method::POST, ["registry", "import"]) => registry_import(state, request, body).await,
         (Method::POST, ["vehicles", protocol, id, "command"]) => {
             let protocol = match *protocol {
                 "gbt32960" => Protocol::Gbt32960,
@@ -1065,6 +1068,80 @@ fn vehicles(state: &State) -> warp::reply::Response {
         );
     }
     ok(Value::Object(out))
+}
+
+/// `GET /api/registry?query=..&manual=true|false&limit=..&offset=..`: a page of the registry.
+async fn registry_list(state: &State, request: &Request) -> warp::reply::Response {
+    let number = |k: &str| request.query.get(k).and_then(|v| v.parse::<usize>().ok());
+    let query = crate::fusion::registry::ListQuery {
+        query: request.query.get("query").filter(|q| !q.is_empty()).cloned(),
+        manual: request.query.get("manual").and_then(|m| m.parse().ok()),
+        limit: number("limit"),
+        offset: number("offset"),
+    };
+    match state.services.registry.list(query).await {
+        Ok(page) => ok(json!({
+            "total": page.total,
+            "max_entries": state.services.registry.max_entries(),
+            "vehicles": page.vehicles,
+        })),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the registry could not be read: {e}"),
+            "try again; if it persists, see the Logs page",
+        ),
+    }
+}
+
+/// `GET /api/registry/export`: the whole registry as a CSV download.
+async fn registry_export(state: &State) -> warp::reply::Response {
+    match state.services.registry.export_csv().await {
+        Ok(csv) => {
+            let mut r = warp::reply::Response::new(csv.into());
+            let h = r.headers_mut();
+            h.insert("content-type", HeaderValue::from_static("text/csv; charset=utf-8"));
+            let name = format!(
+                "attachment; filename=\"registry-{}.csv\"",
+                state.services.plane.edge().edge_id
+            );
+            if let Ok(v) = HeaderValue::from_str(&name) {
+                h.insert("content-disposition", v);
+            }
+            r
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the registry could not be exported: {e}"),
+            "try again; if it persists, see the Logs page",
+        ),
+    }
+}
+
+/// `POST /api/registry/import` with a CSV body: the registry's own import (no MQTT door exists
+/// for files; CONTRACT 4 gives the page the CSV import).
+async fn registry_import(state: &State, request: &Request, body: Body) -> warp::reply::Response {
+    let limit = crate::fusion::registry::MAX_IMPORT_BYTES as u64;
+    let csv = match read_body(request, body, limit, UPLOAD_TIMEOUT).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match state.services.registry.import_csv(csv.to_vec()).await {
+        Ok(report) => {
+            tracing::info!(
+                rows = report.rows,
+                created = report.created,
+                updated = report.updated,
+                errors = report.errors_total,
+                "web: registry CSV imported"
+            );
+            ok(json!(report))
+        }
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            &format!("the CSV was not imported: {e}"),
+            "check the file's header line (plate,plate_color,vin,phone,tid) and import it again",
+        ),
+    }
 }
 
 /// Sends a command to `target` through the command plane as a job.

@@ -57,6 +57,8 @@ pub struct Services {
     pub plane: Arc<CommandPlane>,
     pub alarms: Arc<Alarms>,
     pub readers: Option<Arc<ReaderService>>,
+    /// The identity registry (plates, VINs, phones, tags).
+    pub registry: Arc<crate::fusion::Registry>,
     /// Whether the vehicle gateways are configured (the vehicles page says so when not).
     pub gbt32960_enabled: bool,
     pub jt808_enabled: bool,

@@ -135,11 +135,21 @@ impl Clock {
 
 type WriteFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
+/// The replies a write releases: what to send once it committed, what to send if it failed.
+#[derive(Default)]
+struct Outcomes {
+    replies: Vec<Bytes>,
+    refusals: Vec<Bytes>,
+}
+
 /// One write in flight, the next batch accumulating behind it.
 struct Writes {
     store: Store,
-    running: Option<(WriteFuture, Vec<Bytes>)>,
+    running: Option<(WriteFuture, Outcomes)>,
     next: Vec<Commit>,
+    /// A write failed: nothing after it is committed (the terminal resends in order on a new
+    /// connection).
+    failed: bool,
 }
 
 impl Writes {
@@ -150,18 +160,28 @@ impl Writes {
         }
     }
 
+    /// The refusals of everything queued behind a failed write, which will not be committed.
+    fn abandon(&mut self) -> Vec<Bytes> {
+        self.failed = true;
+        std::mem::take(&mut self.next)
+            .into_iter()
+            .flat_map(|c| c.refusals)
+            .collect()
+    }
+
     fn start(&mut self) {
-        if self.next.is_empty() {
+        if self.next.is_empty() || self.failed {
             return;
         }
         let batch = std::mem::take(&mut self.next);
         let mut records: Vec<Record> = Vec::new();
         let mut deregister = Vec::new();
-        let mut replies = Vec::new();
+        let mut outcomes = Outcomes::default();
         for c in batch {
             records.extend(c.records);
             deregister.extend(c.deregister);
-            replies.extend(c.replies);
+            outcomes.replies.extend(c.replies);
+            outcomes.refusals.extend(c.refusals);
         }
         let store = self.store.clone();
         let future: WriteFuture = Box::pin(async move {
@@ -177,7 +197,7 @@ impl Writes {
                 })
                 .await
         });
-        self.running = Some((future, replies));
+        self.running = Some((future, outcomes));
     }
 
     fn busy(&self) -> bool {
@@ -189,12 +209,12 @@ impl Writes {
     }
 
     /// Waits for the write in flight; returns its outcome and the replies it releases.
-    async fn finish(&mut self) -> (Result<(), StoreError>, Vec<Bytes>) {
+    async fn finish(&mut self) -> (Result<(), StoreError>, Outcomes) {
         match self.running.as_mut() {
             Some((future, _)) => {
                 let result = future.await;
-                let replies = self.running.take().map(|(_, r)| r).unwrap_or_default();
-                (result, replies)
+                let outcomes = self.running.take().map(|(_, r)| r).unwrap_or_default();
+                (result, outcomes)
             }
             None => std::future::pending().await,
         }
@@ -210,7 +230,7 @@ struct Online {
 enum Event {
     Shutdown,
     Replaced,
-    Written(Result<(), StoreError>, Vec<Bytes>),
+    Written(Result<(), StoreError>, Outcomes),
     Command(Option<DeviceCommand>),
     Tick,
     Read(Result<Read<Packet, FrameError>, LinkError>),
@@ -266,6 +286,7 @@ impl Gateway {
                 store: self.store.clone(),
                 running: None,
                 next: Vec::new(),
+                failed: false,
             },
             online: None,
             connection_id: self.registry.connection_id(),
@@ -284,7 +305,7 @@ impl Gateway {
                 biased;
                 _ = shutdown.cancelled() => Event::Shutdown,
                 _ = replaced(replaced_token) => Event::Replaced,
-                (result, replies) = c.writes.finish(), if busy => Event::Written(result, replies),
+                (result, outcomes) = c.writes.finish(), if busy => Event::Written(result, outcomes),
                 command = next_command(&mut c.online), if take_command => Event::Command(command),
                 _ = tokio::time::sleep_until(deadline) => Event::Tick,
                 read = c.io.next(), if accepting => Event::Read(read),
@@ -298,8 +319,8 @@ impl Gateway {
                     c.closing = Some("replaced by a newer connection of the same phone".into());
                     Vec::new()
                 }
-                Event::Written(result, replies) => {
-                    self.written(&mut c, result, replies).await;
+                Event::Written(result, outcomes) => {
+                    self.written(&mut c, result, outcomes).await;
                     c.writes.start();
                     Vec::new()
                 }
@@ -338,21 +359,31 @@ impl Gateway {
         &self,
         c: &mut Connection<impl link::ByteStream>,
         result: Result<(), StoreError>,
-        replies: Vec<Bytes>,
+        outcomes: Outcomes,
     ) {
         match result {
-            Ok(()) => self.send(c, &replies).await,
-            // No acknowledgement: the terminal keeps the data and sends it again.
-            Err(e) => tracing::error!(peer = %c.peer, device = c.session.device().unwrap_or("-"),
-                "commit failed, {} acknowledgements withheld: {e}", replies.len()),
+            Ok(()) => self.send(c, &outcomes.replies).await,
+            // Not accepted: the terminal is told so (0x8001 result 1), keeps the data and sends
+            // it again. Nothing queued behind is committed, and the connection closes, so what
+            // it sends again arrives in order.
+            Err(e) => {
+                let mut refusals = outcomes.refusals;
+                refusals.extend(c.writes.abandon());
+                self.counters.commit_refusals.fetch_add(1, Relaxed);
+                tracing::warn!(peer = %c.peer, device = c.session.device().unwrap_or("-"),
+                    "commit failed, {} messages refused: {e}", refusals.len());
+                self.send(c, &refusals).await;
+                c.closing
+                    .get_or_insert_with(|| format!("the store could not commit ({e}); the terminal resends in order"));
+            }
         }
     }
 
     /// Waits until everything committed so far is acknowledged.
     async fn flush(&self, c: &mut Connection<impl link::ByteStream>) {
         while c.writes.busy() {
-            let (result, replies) = c.writes.finish().await;
-            self.written(c, result, replies).await;
+            let (result, outcomes) = c.writes.finish().await;
+            self.written(c, result, outcomes).await;
             c.writes.start();
         }
     }
@@ -360,11 +391,28 @@ impl Gateway {
     async fn perform(&self, c: &mut Connection<impl link::ByteStream>, actions: Vec<Action>) {
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
+            // After a failed commit nothing more is sent or committed on this connection; command
+            // bookkeeping still runs so no command is left without its result.
+            if c.writes.failed
+                && matches!(
+                    action,
+                    Action::Send(_)
+                        | Action::Commit(_)
+                        | Action::Register { .. }
+                        | Action::Authenticate { .. }
+                        | Action::Online { .. }
+                )
+            {
+                continue;
+            }
             match action {
                 Action::Send(frames) => self.send(c, &frames).await,
                 Action::Commit(commit) => c.writes.push(commit),
                 Action::Register { request, record } => {
                     self.flush(c).await;
+                    if c.writes.failed {
+                        continue;
+                    }
                     let outcome = self.register(request, record).await;
                     for a in c.session.on_register(outcome).into_iter().rev() {
                         queue.push_front(a);
@@ -372,6 +420,9 @@ impl Gateway {
                 }
                 Action::Authenticate { request, record } => {
                     self.flush(c).await;
+                    if c.writes.failed {
+                        continue;
+                    }
                     let verdict = self.authenticate(request, record).await;
                     for a in c.session.on_auth(verdict).into_iter().rev() {
                         queue.push_front(a);

@@ -101,6 +101,9 @@ pub struct Now {
 }
 
 /// Records to commit and the frames to send once they are committed.
+///
+/// A commit with no records still waits for the commits before it: that is how the repeated
+/// acknowledgement of a transfer's packet waits for the merged message's commit.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
     /// Records appended in one transaction.
@@ -109,6 +112,9 @@ pub struct Commit {
     pub deregister: Option<String>,
     /// Replies, sent only after the commit succeeded.
     pub replies: Vec<Bytes>,
+    /// Sent instead when the commit failed (0x8001 result 1): the terminal keeps the data and
+    /// sends it again; the connection then closes so it resends in order.
+    pub refusals: Vec<Bytes>,
 }
 
 /// What the connection task must do, in order.
@@ -323,6 +329,14 @@ impl Session {
         Vec::new()
     }
 
+    /// The store could not commit what `header`'s message needs: refuse it and close (the
+    /// terminal tries again on a new connection; nothing was acknowledged).
+    fn store_failed(&mut self, header: &Header, why: &str) -> Vec<Action> {
+        let reply = self.general(header, general_result::FAILED);
+        self.phase = Phase::Closed;
+        vec![Action::Send(reply), Action::Close(why.to_string())]
+    }
+
     fn refuse_and_close(&mut self, header: &Header, why: String) -> Vec<Action> {
         let reply = self.general(header, general_result::FAILED);
         self.phase = Phase::Closed;
@@ -414,8 +428,8 @@ impl Session {
         }
     }
 
-    /// The outcome of [`Action::Register`]; `None` when it could not be stored (no answer: the
-    /// terminal will register again).
+    /// The outcome of [`Action::Register`]; `None` when it could not be stored: the terminal is
+    /// told so (0x8001 result 1) and the connection closes; it registers again later.
     pub fn on_register(&mut self, outcome: Option<RegisterOutcome>) -> Vec<Action> {
         let Phase::Registering {
             header,
@@ -431,7 +445,7 @@ impl Session {
             Phase::Unauthenticated
         };
         let Some(outcome) = outcome else {
-            return Vec::new();
+            return self.store_failed(&header, "the registration could not be stored");
         };
         let mut actions = Vec::new();
         if outcome.result == register_result::OK {
@@ -458,7 +472,8 @@ impl Session {
         actions
     }
 
-    /// The verdict of [`Action::Authenticate`]; `None` when it could not be checked (no answer).
+    /// The verdict of [`Action::Authenticate`]; `None` when it could not be checked or stored:
+    /// the terminal is told so (0x8001 result 1) and the connection closes.
     pub fn on_auth(&mut self, verdict: Option<AuthVerdict>) -> Vec<Action> {
         let Phase::Authenticating { header, resume_online } = self.phase else {
             return Vec::new();
@@ -469,7 +484,7 @@ impl Session {
             Phase::Unauthenticated
         };
         let Some(verdict) = verdict else {
-            return Vec::new();
+            return self.store_failed(&header, "the authentication could not be stored");
         };
         if !verdict.ok {
             self.auth_failures += 1;
@@ -547,7 +562,15 @@ impl Session {
             total: sub.total,
         };
         if self.recent.contains(&(key, sub.index, header.serial)) {
-            return vec![Action::Send(self.general(&header, general_result::OK))];
+            // A packet of a transfer already merged, sent again: acknowledged again, but only
+            // once the merged message's commit (queued before this) has succeeded.
+            let replies = self.general(&header, general_result::OK);
+            let refusals = self.general(&header, general_result::FAILED);
+            return vec![Action::Commit(Commit {
+                replies,
+                refusals,
+                ..Commit::default()
+            })];
         }
         match self.reassembler.push(&packet, now.mono_ms) {
             Ok(PushOutcome::Complete(done)) => {
@@ -587,10 +610,12 @@ impl Session {
     fn commit(&mut self, message: &Message, class: RecordClass, reply_to: &Header, now: Now) -> Vec<Action> {
         let record = self.record(message, class, now);
         let replies = self.general(reply_to, general_result::OK);
+        let refusals = self.general(reply_to, general_result::FAILED);
         vec![Action::Commit(Commit {
             records: vec![record],
             deregister: None,
             replies,
+            refusals,
         })]
     }
 
@@ -607,12 +632,14 @@ impl Session {
             Body::Logout => {
                 let record = self.record(&message, RecordClass::Critical, now);
                 let replies = self.general(reply_to, general_result::OK);
+                let refusals = self.general(reply_to, general_result::FAILED);
                 self.phase = Phase::Closed;
                 vec![
                     Action::Commit(Commit {
                         records: vec![record],
                         deregister: Some(self.device.clone()),
                         replies,
+                        refusals,
                     }),
                     Action::Close("logout".into()),
                 ]
@@ -682,10 +709,12 @@ impl Session {
                     }),
                 );
                 replies.extend(Self::frame(&done));
+                let refusals = self.general(reply_to, general_result::FAILED);
                 vec![Action::Commit(Commit {
                     records: vec![record],
                     deregister: None,
                     replies,
+                    refusals,
                 })]
             }
             Body::Raw(bytes) if raw_answer(msg_id).is_some() => {
@@ -738,8 +767,7 @@ impl Session {
             let record = self.record(message, RecordClass::Event, now);
             return vec![Action::Commit(Commit {
                 records: vec![record],
-                deregister: None,
-                replies: Vec::new(),
+                ..Commit::default()
             })];
         };
         let done = self.inflight.remove(position);
@@ -1408,12 +1436,17 @@ mod tests {
         assert_eq!(json["body"]["seq"], query_serial);
         assert_eq!(json["body"]["length"], 30);
         assert!(json["header"].get("frag_total").is_none(), "published reassembled");
-        // The same packet again is acknowledged, not merged into a second answer.
+        // The same packet again is acknowledged, not merged into a second answer; the repeated
+        // acknowledgement waits behind the commits before it (a commit without records).
         let again = s.handle_frame(packets[1].clone(), at(300));
         assert!(again
             .iter()
-            .all(|a| !matches!(a, Action::Complete { .. } | Action::Commit(_))));
-        assert_eq!(general(&sent(&again)[0]).reply_serial, 1250);
+            .all(|a| !matches!(a, Action::Complete { .. } | Action::Send(_))));
+        let c = commits(&again);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].records.is_empty());
+        assert_eq!(general(&decode(&c[0].replies)[0]).reply_serial, 1250);
+        assert_eq!(general(&decode(&c[0].refusals)[0]).result, general_result::FAILED);
     }
 
     #[test]
@@ -1442,6 +1475,42 @@ mod tests {
         assert_eq!(json["header"]["msg_id"], 0x0900);
         assert_eq!(json["header"]["len"], body.len());
         assert_eq!(s.reassembly_bytes(), 0);
+    }
+
+    #[test]
+    fn a_resent_last_packet_of_a_merged_transfer_is_acknowledged_only_behind_the_merged_commit() {
+        let mut s = online();
+        let body = vec![0x22; 1500];
+        let packets = subpackets(0x0900, &body, &[50, 51, 52]);
+        s.handle_frame(packets[0].clone(), at(1));
+        s.handle_frame(packets[1].clone(), at(2));
+        let last = s.handle_frame(packets[2].clone(), at(3));
+        let merged = commits(&last);
+        assert_eq!(merged[0].records.len(), 1);
+        assert!(sent(&last).is_empty());
+        // The terminal did not hear back in time and sends the last packet again while the merged
+        // message is still being committed: no immediate "accepted".
+        let again = s.handle_frame(packets[2].clone(), at(4));
+        assert!(
+            sent(&again).is_empty(),
+            "acknowledged before the merged message committed"
+        );
+        let c = commits(&again);
+        assert!(c[0].records.is_empty(), "the message is not published twice");
+        assert_eq!(general(&decode(&c[0].replies)[0]).reply_serial, 52);
+    }
+
+    #[test]
+    fn a_store_failure_at_authentication_is_refused_and_closes() {
+        let mut s = Session::new(settings(), at(0));
+        let auth = Body::Authenticate(Authenticate {
+            code: b"CODE".to_vec(),
+            extension: None,
+        });
+        s.handle_frame(packet(auth, 1), at(0));
+        let actions = s.on_auth(None);
+        assert_eq!(general(&sent(&actions)[0]).result, general_result::FAILED);
+        assert!(closes(&actions));
     }
 
     #[test]

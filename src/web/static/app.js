@@ -192,6 +192,7 @@ const NAV = [
   { id: 'dashboard', label: 'Dashboard', icon: '\u25A6' },
   { id: 'readers', label: 'Readers', icon: '\u25CE' },
   { id: 'vehicles', label: 'Vehicles', icon: '\u25B8' },
+  { id: 'registry', label: 'Registry', icon: '\u2263' },
   { id: 'activity', label: 'Activity', icon: '\u2630' },
   { id: 'logs', label: 'Logs', icon: '\u2261' },
 ];
@@ -366,7 +367,7 @@ function viewDashboard(main) {
       if (!o.alarms.length && !readerAlarms.length) alarms.append(h('div', { class: 'empty' }, 'No active alarms.'));
       else {
         alarms.append(h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Alarm'), h('th', {}, 'About'), h('th', {}, 'Raised'), h('th', {}, 'Detail'))),
-          h('tbody', {}, o.alarms.map((a) => h('tr', {}, h('td', {}, badge(a.alarm, 'bad')), h('td', {}, a.subject || 'edge'), h('td', {}, fmtTime(a.raised_at)),
+          h('tbody', {}, o.alarms.map((a) => h('tr', {}, h('td', {}, badge(a.alarm, 'bad')), h('td', {}, a.subject || 'edge'), h('td', { class: 'nowrap' }, fmtTime(a.raised_at)),
             h('td', { class: 'mono' }, JSON.stringify(a.detail)))),
           readerAlarms.map(([id, r]) => h('tr', {}, h('td', {}, badge('reader alarm', 'warn')), h('td', {}, h('a', { href: '#/readers/' + encodeURIComponent(id) }, id)), h('td', {}, '–'), h('td', {}, r.alarms_active + ' active on the reader'))))));
       }
@@ -492,13 +493,12 @@ function viewReader(main, id) {
     h('h3', {}, 'Firmware'),
     h('div', { class: 'actions' },
       h('button', { type: 'button', onclick: () => send('firmware versions', { action: 'firmware_query' }) }, 'Read firmware versions')),
-    h('div', { class: 'form-row' },
-      h('div', {}, h('label', { for: 'fw-upload' }, 'Upload an image to the edge'), fwUpload),
-      h('div', {}, h('button', { type: 'button', onclick: uploadFirmware }, 'Upload')),
-      h('div', {}, h('label', { for: 'fw-file' }, 'Image on the edge'), fwFile),
-      h('div', { class: 'actions' },
+    h('label', { for: 'fw-upload' }, 'Upload an image to the edge (up to 32 MiB)'),
+    h('div', { class: 'inline' }, fwUpload, h('button', { type: 'button', onclick: uploadFirmware }, 'Upload')),
+    h('label', { for: 'fw-file' }, 'Image on the edge'),
+    h('div', { class: 'inline' }, fwFile,
         h('button', { type: 'button', onclick: () => { if (!fwFile.value) { toast('bad', 'Upload an image first.', 'Pick the file and press Upload.'); return; } send('firmware download ' + fwFile.value, { action: 'firmware_download', file: fwFile.value }); } }, 'Send to reader'),
-        h('button', { type: 'button', onclick: async () => { if (await confirmDialog('Activate the new firmware?', 'The reader switches to the downloaded firmware and restarts; tag reads stop until it is back.', 'Activate')) send('firmware activate', { action: 'firmware_activate' }); } }, 'Activate'))),
+        h('button', { type: 'button', onclick: async () => { if (await confirmDialog('Activate the new firmware?', 'The reader switches to the downloaded firmware and restarts; tag reads stop until it is back.', 'Activate')) send('firmware activate', { action: 'firmware_activate' }); } }, 'Activate')),
     h('h3', {}, 'Logs on the reader'),
     h('div', { class: 'inline' }, logKind,
       h('button', { type: 'button', onclick: () => send('log count', { action: 'log_count', log: logKind.value }) }, 'Count entries'),
@@ -532,7 +532,7 @@ function viewReader(main, id) {
       h('dt', {}, 'Tag reports'), h('dd', {}, fmtNum(r.tag_reports_total)),
       h('dt', {}, 'Capabilities'), h('dd', {}, r.capabilities ? h('details', {}, h('summary', {}, 'as read at connect'), h('pre', {}, JSON.stringify(r.capabilities, null, 2))) : '–')));
     clear(alarms).append(data.alarms.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Id'), h('th', {}, 'Code'), h('th', {}, 'Level'), h('th', {}, 'Raised'), h('th', {}, 'Info'))),
-      h('tbody', {}, data.alarms.map((a) => h('tr', {}, h('td', {}, a.alarm_id), h('td', {}, a.alarm_code), h('td', {}, a.level), h('td', {}, fmtTime(a.raised_at)), h('td', { class: 'mono' }, JSON.stringify(a.info)))))) : h('div', { class: 'empty' }, 'No active alarms.'));
+      h('tbody', {}, data.alarms.map((a) => h('tr', {}, h('td', {}, a.alarm_id), h('td', {}, a.alarm_code), h('td', {}, a.level), h('td', { class: 'nowrap' }, fmtTime(a.raised_at)), h('td', { class: 'mono' }, JSON.stringify(a.info)))))) : h('div', { class: 'empty' }, 'No active alarms.'));
     const ruleButtons = (rule) => readOnly ? null : h('div', { class: 'actions' },
       h('button', { type: 'button', class: 'small', onclick: () => send('start rule ' + rule.spec_id, { action: 'start_rule', spec_id: rule.spec_id }) }, 'Start'),
       h('button', { type: 'button', class: 'small', onclick: () => send('stop rule ' + rule.spec_id, { action: 'stop_rule', spec_id: rule.spec_id }) }, 'Stop'),
@@ -546,7 +546,7 @@ function viewReader(main, id) {
     if (data.access_rules.length) rules.append(h('h3', {}, 'Access rules (tag memory)'), h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Rule'), h('th', {}, 'For select rule'), h('th', {}, 'Enabled'))),
       h('tbody', {}, data.access_rules.map((a) => h('tr', {}, h('td', {}, a.spec_id), h('td', {}, a.select_spec_id), h('td', {}, a.enabled ? badge('yes', 'ok') : badge('no')))))));
     clear(tags).append(data.tags.length ? h('table', { id: 'tags' }, h('thead', {}, h('tr', {}, h('th', {}, 'Time'), h('th', {}, 'TID'), h('th', {}, 'Plate'), h('th', { class: 'num' }, 'Antenna'), h('th', { class: 'num' }, 'RSSI'), h('th', { class: 'num' }, 'Rule'))),
-      h('tbody', {}, data.tags.slice(0, 15).map((t) => h('tr', {}, h('td', {}, fmtTime(t.time)), h('td', { class: 'mono' }, t.tid || '–'), h('td', {}, t.plate || '–'), h('td', { class: 'num' }, t.antenna ?? '–'), h('td', { class: 'num' }, t.rssi ?? '–'), h('td', { class: 'num' }, t.select_spec_id ?? '–'))))) :
+      h('tbody', {}, data.tags.slice(0, 15).map((t) => h('tr', {}, h('td', { class: 'nowrap' }, fmtTime(t.time)), h('td', { class: 'mono' }, t.tid || '–'), h('td', {}, t.plate || '–'), h('td', { class: 'num' }, t.antenna ?? '–'), h('td', { class: 'num' }, t.rssi ?? '–'), h('td', { class: 'num' }, t.select_spec_id ?? '–'))))) :
       h('div', { class: 'empty' }, r.link === 'up' ? 'No tag read since the page\u2019s server started. Is a select rule active?' : 'The reader is not connected.'));
   };
   load();
@@ -622,6 +622,110 @@ function viewVehicles(main) {
   return {};
 }
 
+// ---------- Registry (plates, VINs, phones, tags) ----------
+const PLATE_COLORS = { 1: 'blue', 2: 'yellow', 3: 'black', 4: 'white', 5: 'green', 9: 'other' };
+
+function viewRegistry(main) {
+  main.append(h('h1', {}, 'Identity registry'));
+  main.append(h('p', {}, 'Which plate, VIN, JT/T 808 phone and tag belong to one vehicle. Filled automatically from registrations, logins and tag reads, and by hand here or by the cloud\u2019s registry commands. Hand-entered rows are never evicted.'));
+  const search = h('input', { id: 'reg-search', placeholder: 'plate, VIN, phone or TID' });
+  const kind = h('select', { id: 'reg-kind' }, h('option', { value: '' }, 'all rows'), h('option', { value: 'true' }, 'entered by hand'), h('option', { value: 'false' }, 'learnt automatically'));
+  const table = h('div'), pager = h('div', { class: 'actions' }), jobs = h('div');
+  let offset = 0; const limit = 50;
+  const f = {
+    plate: h('input', { id: 'reg-plate', placeholder: 'e.g. \u4eacA12345', required: true }),
+    plate_color: h('select', { id: 'reg-color' }, h('option', { value: '' }, '\u2013'), Object.entries(PLATE_COLORS).map(([k, v]) => h('option', { value: k }, k + ' ' + v))),
+    vin: h('input', { id: 'reg-vin', maxlength: 17 }),
+    phone: h('input', { id: 'reg-phone' }),
+    tid: h('input', { id: 'reg-tid', placeholder: 'hex' }),
+  };
+  const formErr = h('div');
+  const edit = (v) => {
+    f.plate.value = v.plate || ''; f.plate_color.value = v.plate_color || ''; f.vin.value = v.vin || ''; f.phone.value = v.phone || ''; f.tid.value = v.tid || '';
+    f.plate.focus();
+  };
+  const form = h('form', {
+    onsubmit: async (ev) => {
+      ev.preventDefault(); clear(formErr);
+      if (!f.plate.value.trim()) { formErr.append(errorBox(new ApiError(400, 'A plate is required', 'enter the plate as printed'))); f.plate.focus(); return; }
+      const vehicle = { plate: f.plate.value.trim() };
+      if (f.plate_color.value) vehicle.plate_color = Number(f.plate_color.value);
+      for (const k of ['vin', 'phone', 'tid']) if (f[k].value.trim()) vehicle[k] = f[k].value.trim();
+      const job = await runCommand(jobs, 'save ' + vehicle.plate, 'POST', '/api/edge/command', { action: 'registry.upsert', vehicles: [vehicle] });
+      if (job.ok && job.answer && job.answer.errors && job.answer.errors.length) {
+        formErr.append(errorBox(new ApiError(400, job.answer.errors.map((e) => e.error).join('; '), 'correct the field named and save again')));
+      }
+      load();
+    },
+  },
+    h('div', { class: 'form-row' },
+      h('div', {}, h('label', { for: 'reg-plate' }, 'Plate'), f.plate),
+      h('div', {}, h('label', { for: 'reg-color' }, 'Plate colour'), f.plate_color),
+      h('div', {}, h('label', { for: 'reg-vin' }, 'VIN'), f.vin),
+      h('div', {}, h('label', { for: 'reg-phone' }, 'JT/T 808 phone'), f.phone),
+      h('div', {}, h('label', { for: 'reg-tid' }, 'Tag TID'), f.tid),
+      h('div', {}, h('button', { type: 'submit', class: 'primary', id: 'reg-save' }, 'Add or update'))),
+    formErr);
+  const file = h('input', { id: 'reg-file', type: 'file', accept: '.csv,text/csv' });
+  const importCsv = async () => {
+    const chosen = file.files[0];
+    if (!chosen) { toast('bad', 'Pick a CSV file first.', 'Its first line names the columns: plate,plate_color,vin,phone,tid'); return; }
+    const row = h('div', { class: 'job' }, h('div', { class: 'head' }, badge('importing', 'warn'), h('strong', {}, chosen.name)), h('div', { class: 'progress' }, h('span')));
+    jobs.prepend(row);
+    try {
+      const { data } = await api('POST', '/api/registry/import', chosen);
+      $('.progress', row).remove();
+      $('.badge', row).replaceWith(badge('imported', data.errors_total ? 'warn' : 'ok'));
+      row.append(h('div', {}, data.rows + ' lines: ' + data.created + ' new, ' + data.updated + ' updated, ' + data.errors_total + ' refused' + (data.truncated ? ' (the registry is full: the rest was not read)' : '') + '.'));
+      if (data.errors.length) row.append(h('pre', {}, data.errors.map((e) => 'line ' + e.index + ': ' + e.error).join('\n')));
+      load();
+    } catch (e) { $('.progress', row).remove(); $('.badge', row).replaceWith(badge('failed', 'bad')); row.append(errorBox(e)); }
+  };
+  main.append(h('section', { class: 'panel' }, h('div', { class: 'filters' },
+    h('div', { style: 'flex:1' }, h('label', { for: 'reg-search' }, 'Search'), search),
+    h('div', {}, h('label', { for: 'reg-kind' }, 'Rows'), kind),
+    h('div', {}, h('a', { class: 'button', href: '/api/registry/export', download: true }, 'Export CSV'))), table, pager));
+  if (isAdmin()) {
+    main.append(h('div', { class: 'grid cols2' },
+      h('section', { class: 'panel' }, h('h2', {}, 'Add or change a vehicle'), form),
+      h('section', { class: 'panel' }, h('h2', {}, 'Import a CSV file'), h('p', {}, 'Columns: plate, plate_color, vin, phone, tid (first line). Existing plates are updated.'),
+        h('div', { class: 'inline' }, file, h('button', { type: 'button', id: 'reg-import', onclick: importCsv }, 'Import')))));
+    main.append(jobs);
+  }
+  const load = async () => {
+    try {
+      const q = 'query=' + encodeURIComponent(search.value) + '&manual=' + kind.value + '&limit=' + limit + '&offset=' + offset;
+      const { data } = await api('GET', '/api/registry?' + q);
+      clear(table).append(h('p', {}, fmtNum(data.total), data.total === 1 ? ' vehicle matches' : ' vehicles match', ' (the registry holds at most ', fmtNum(data.max_entries), ').'));
+      if (!data.vehicles.length) table.append(h('div', { class: 'empty' }, search.value ? 'Nothing matches: try part of the plate or VIN.' : 'The registry is empty.'));
+      else table.append(h('table', { id: 'registry' }, h('thead', {}, h('tr', {}, ['Plate', 'Colour', 'VIN', 'Phone', 'TID', 'Source', 'Last seen', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, data.vehicles.map((v) => h('tr', {}, h('td', {}, v.plate || '\u2013'), h('td', {}, PLATE_COLORS[v.plate_color] || '\u2013'), h('td', { class: 'mono' }, v.vin || '\u2013'),
+          h('td', { class: 'mono' }, v.phone || '\u2013'), h('td', { class: 'mono' }, v.tid || '\u2013'), h('td', {}, v.manual ? badge('by hand', 'ok') : badge('learnt')), h('td', {}, since(v.last_seen)),
+          h('td', {}, isAdmin() && v.plate ? h('div', { class: 'actions' },
+            h('button', { type: 'button', class: 'small', onclick: () => edit(v) }, 'Edit'),
+            h('button', { type: 'button', class: 'small danger', onclick: async () => { if (await confirmDialog('Delete ' + v.plate + '?', 'The registry forgets this vehicle; passages no longer name it.', 'Delete')) { await runCommand(jobs, 'delete ' + v.plate, 'POST', '/api/edge/command', { action: 'registry.delete', plates: [v.plate] }); load(); } } }, 'Delete')) : null))))));
+      clear(pager);
+      if (data.total > limit) pager.append(
+        h('button', { type: 'button', disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - limit); load(); } }, '\u2190 Previous'),
+        h('span', {}, (offset + 1) + '\u2013' + Math.min(offset + limit, data.total) + ' of ' + fmtNum(data.total)),
+        h('button', { type: 'button', disabled: offset + limit >= data.total, onclick: () => { offset += limit; load(); } }, 'Next \u2192'));
+    } catch (e) { clear(table).append(errorBox(e)); }
+  };
+  let debounce;
+  search.addEventListener('input', () => { clearTimeout(debounce); offset = 0; debounce = setTimeout(load, 300); });
+  kind.addEventListener('change', () => { offset = 0; load(); });
+  load();
+  return {};
+}
+
+// A long answer in a table cell: the first 160 characters, the rest on demand.
+function shortJson(v) {
+  const text = JSON.stringify(v);
+  if (text === undefined) return '\u2013';
+  if (text.length <= 160) return text;
+  return h('details', {}, h('summary', {}, text.slice(0, 160) + '\u2026'), h('pre', {}, JSON.stringify(v, null, 2)));
+}
+
 // ---------- Activity (actions started from this page) ----------
 function viewActivity(main) {
   main.append(h('h1', {}, 'Activity'));
@@ -632,9 +736,9 @@ function viewActivity(main) {
     try {
       const { data } = await api('GET', '/api/jobs');
       clear(box).append(data.jobs.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Started', 'By', 'Action', 'State', 'Result'].map((t) => h('th', {}, t)))),
-        h('tbody', {}, data.jobs.map((j) => h('tr', {}, h('td', {}, fmtTime(j.started_at)), h('td', {}, j.user), h('td', {}, j.label),
+        h('tbody', {}, data.jobs.map((j) => h('tr', {}, h('td', { class: 'nowrap' }, fmtTime(j.started_at)), h('td', {}, j.user), h('td', {}, j.label),
           h('td', {}, j.state === 'running' ? badge('running ' + j.elapsed_s + ' s', 'warn') : badge(j.ok ? 'done' : (j.result || 'failed'), j.ok ? 'ok' : 'bad')),
-          h('td', { class: 'mono' }, j.ok ? JSON.stringify(j.answer) : (j.error || '') + (j.hint ? ' \u2014 ' + j.hint : '')))))) : h('div', { class: 'empty' }, 'Nothing has been done from this page yet.'));
+          h('td', { class: 'mono' }, j.ok ? shortJson(j.answer) : sentence(j.error || '') + (j.hint ? ' ' + sentence(j.hint) : '')))))) : h('div', { class: 'empty' }, 'Nothing has been done from this page yet.'));
     } catch (e) { clear(box).append(errorBox(e)); }
   };
   load();
@@ -692,7 +796,7 @@ function viewLogs(main) {
   return view;
 }
 
-const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, activity: viewActivity, logs: viewLogs };
+const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, registry: viewRegistry, activity: viewActivity, logs: viewLogs };
 
 async function start() {
   layout();
