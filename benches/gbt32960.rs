@@ -1,8 +1,8 @@
 //! GB/T 32960: codec decode rate per core, and real-time frames end to end from 1,000 simulated
 //! vehicles (mutual TLS) through the gateway, the store and the uplink to a loopback mosquitto
 //! (mutual TLS, QoS 1), with the login-reply latency. Run: `cargo bench --bench gbt32960`
-//! (figures in docs/BENCHMARKS.md). Bounded: 3 s per codec case; load steps of 10 s measured
-//! (at most five, each with a 20 s drain cap).
+//! (figures in docs/BENCHMARKS.md; `-- --codec-only` for the codec figures alone). Bounded: 3 s
+//! per codec case; load steps of 10 s measured (at most five, each with a 20 s drain cap).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -27,13 +27,27 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// Longest wait for the backlog to drain after a step.
 const DRAIN: Duration = Duration::from_secs(20);
 
-/// Runs `f` repeatedly for `CODEC_CASE`; returns calls per second.
+/// Runs `f` repeatedly for `CODEC_CASE`; returns calls per second. With
+/// `ROADEDGE_BENCH_ITERATIONS=N` it makes exactly N calls instead (for instruction counts under
+/// `valgrind --tool=callgrind`, where time means nothing).
 fn rate(mut f: impl FnMut() -> usize) -> f64 {
+    let fixed: Option<usize> = std::env::var("ROADEDGE_BENCH_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok());
     let start = Instant::now();
     let mut n = 0;
-    while start.elapsed() < CODEC_CASE {
-        for _ in 0..256 {
-            n += f();
+    match fixed {
+        Some(iterations) => {
+            for _ in 0..iterations {
+                n += f();
+            }
+        }
+        None => {
+            while start.elapsed() < CODEC_CASE {
+                for _ in 0..256 {
+                    n += f();
+                }
+            }
         }
     }
     n as f64 / start.elapsed().as_secs_f64()
@@ -41,35 +55,69 @@ fn rate(mut f: impl FnMut() -> usize) -> f64 {
 
 fn codec() {
     println!("codec, one core (real-time frame with every information type of the edition):");
+    let only: Option<String> = std::env::var("ROADEDGE_BENCH_CASE").ok();
+    let wanted = |case: &str| only.as_deref().is_none_or(|o| o == case);
     for edition in [Edition::V2016, Edition::V2025] {
         let frame = sim::realtime_frame(Vin::from_text("LSIMBENCH00000001"), edition, Time::default(), 1, false);
         let bytes = frame.encode().unwrap();
-        let json_len = serde_json::to_vec(&frame.to_json()).unwrap().len();
-        let one_shot = rate(|| {
-            std::hint::black_box(decode_frame(std::hint::black_box(&bytes), Origin::Terminal).unwrap());
-            1
-        });
+        let json_len = frame.to_json_bytes().len();
+        let one_shot = if wanted("decode") {
+            rate(|| {
+                std::hint::black_box(decode_frame(std::hint::black_box(&bytes), Origin::Terminal).unwrap());
+                1
+            })
+        } else {
+            0.0
+        };
         // The server's path: the stream decoder over a buffer of back-to-back frames.
         let stream: Vec<u8> = bytes.iter().copied().cycle().take(bytes.len() * 64).collect();
-        let streamed = rate(|| {
-            let mut buf = BytesMut::from(&stream[..]);
-            let mut decoder = FrameDecoder::new(Origin::Terminal);
-            let mut n = 0;
-            while let Ok(Some(f)) = decoder.decode(&mut buf) {
-                std::hint::black_box(f);
-                n += 1;
+        let streamed = if wanted("stream") {
+            rate(|| {
+                let mut buf = BytesMut::from(&stream[..]);
+                let mut decoder = FrameDecoder::new(Origin::Terminal);
+                let mut n = 0;
+                while let Ok(Some(f)) = decoder.decode(&mut buf) {
+                    std::hint::black_box(f);
+                    n += 1;
+                }
+                n
+            })
+        } else {
+            0.0
+        };
+        // The gateway's path per frame: decode, then the record body (EMQX JSON, serialised).
+        let with_json = if wanted("json") {
+            rate(|| {
+                let f = decode_frame(std::hint::black_box(&bytes), Origin::Terminal).unwrap();
+                std::hint::black_box(f.to_json_bytes());
+                1
+            })
+        } else {
+            0.0
+        };
+        // The previous path, kept while both exist: a `serde_json::Value` tree, then serialised.
+        let with_value = if wanted("json-value") {
+            rate(|| {
+                let f = decode_frame(std::hint::black_box(&bytes), Origin::Terminal).unwrap();
+                std::hint::black_box(serde_json::to_vec(&f.to_json()).unwrap());
+                1
+            })
+        } else {
+            0.0
+        };
+        let json_cost = |rate: f64| {
+            if rate > 0.0 && one_shot > 0.0 {
+                one_shot / rate - 1.0
+            } else {
+                0.0
             }
-            n
-        });
-        let with_json = rate(|| {
-            let f = decode_frame(&bytes, Origin::Terminal).unwrap();
-            std::hint::black_box(serde_json::to_vec(&f.to_json()).unwrap());
-            1
-        });
+        };
         println!(
-            "  {edition:?}: {} bytes/frame ({json_len} bytes of JSON): decode {one_shot:.0} frames/s ({:.0} MB/s), stream decode {streamed:.0} frames/s, decode + EMQX JSON {with_json:.0} frames/s",
+            "  {edition:?}: {} bytes/frame ({json_len} bytes of JSON): decode {one_shot:.0} frames/s ({:.0} MB/s), stream decode {streamed:.0} frames/s, decode + EMQX JSON {with_json:.0} frames/s (JSON = {:.2}x the decode alone); via a Value tree {with_value:.0} frames/s (JSON = {:.2}x the decode)",
             bytes.len(),
-            one_shot * bytes.len() as f64 / 1e6
+            one_shot * bytes.len() as f64 / 1e6,
+            json_cost(with_json),
+            json_cost(with_value),
         );
     }
 }
@@ -182,6 +230,10 @@ fn main() {
         return;
     }
     codec();
+    // `cargo bench --bench gbt32960 -- --codec-only` stops after the codec figures.
+    if std::env::args().any(|a| a == "--codec-only") {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,6 +5,13 @@
 //! idle authenticated connections. Every phase is bounded in time.
 //! Run: `cargo bench --bench jt808` (needs `ulimit -n` of at least 12000; figures in
 //! docs/BENCHMARKS.md).
+//!
+//! First, the codec on one core against the `jt808` crate (0.1.1, a dev-dependency of this bench
+//! only) on the shared vectors (tests/vectors/jt808.json), in the same run: each side turns one
+//! frame's bytes into a typed header and body. The crate panics on some vectors; each of its
+//! decodes runs under `catch_unwind`, the panicking vectors are listed and left out of both
+//! sides' rate. `-- --codec-only` stops after the codec figures; `ROADEDGE_BENCH_ITERATIONS=N`
+//! makes exactly N passes (for `valgrind --tool=callgrind`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -14,7 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use common::{client_tls, free_port, write_config, Mosquitto, Pki};
+use roadedge::protocol::jt808::{Edition, FrameDecoder, Message, TextEncoding};
 use roadedge::sim::jt808::{run, SimEdition, SimOptions, SimStats};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use tokio_util::sync::CancellationToken;
@@ -234,9 +243,155 @@ async fn idle(world: &World, terminals: usize) {
     edge.stop();
 }
 
+/// What one frame gave: typed messages, and frames refused with a classified error.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Handled {
+    messages: usize,
+    refused: usize,
+}
+
+/// Our full decode of one frame: framing, unescaping, checksum, header, typed body.
+fn ours(frame: &[u8]) -> Handled {
+    let mut buf = BytesMut::from(frame);
+    let mut decoder = FrameDecoder::new();
+    let mut handled = Handled::default();
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(packet)) => match Message::decode(&packet, Edition::V2013) {
+                Ok(message) => {
+                    std::hint::black_box(message);
+                    handled.messages += 1;
+                }
+                Err(_) => handled.refused += 1,
+            },
+            Ok(None) => return handled,
+            Err(_) => handled.refused += 1,
+        }
+    }
+}
+
+/// Ours, and the EMQX JSON of each message (what the gateway stores per location).
+fn ours_with_json(frame: &[u8]) -> usize {
+    let mut buf = BytesMut::from(frame);
+    let mut decoder = FrameDecoder::new();
+    let mut n = 0;
+    while let Ok(Some(packet)) = decoder.decode(&mut buf) {
+        if let Ok(message) = Message::decode(&packet, Edition::V2013) {
+            std::hint::black_box(message.to_json_bytes(TextEncoding::Gbk).ok());
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The crate's full decode of one frame: its codec (framing, unescaping, header), then the
+/// typed body for the ids it models and exports (0x0001/0x8001, 0x0100, 0x0102, 0x8100, 0x0200,
+/// 0x0201). It returns how many messages it gave.
+fn peer(frame: &[u8]) -> usize {
+    use jt808_peer::bytes::JtBytes;
+    use jt808_peer::models::jt0x0200::Jt0x0200;
+    use jt808_peer::models::jt0x0201::Jt0x0201;
+    use jt808_peer::models::{Jt0x0001, Jt0x0100, Jt0x0102, Jt0x8100, Jt808BodyTrans};
+    use tokio_util::codec::Decoder;
+    let mut buf = BytesMut::from(frame);
+    let mut codec = jt808_peer::codec::Jt808Codec::new();
+    let mut n = 0;
+    while let Ok(Some(message)) = codec.decode(&mut buf) {
+        let mut body = JtBytes::from(message.get_body());
+        match message.id {
+            0x0001 | 0x8001 => drop(std::hint::black_box(Jt0x0001::fill_new(&mut body, &message))),
+            0x0100 => drop(std::hint::black_box(Jt0x0100::fill_new(&mut body, &message))),
+            0x0102 => drop(std::hint::black_box(Jt0x0102::fill_new(&mut body, &message))),
+            0x8100 => drop(std::hint::black_box(Jt0x8100::fill_new(&mut body, &message))),
+            0x0200 => drop(std::hint::black_box(Jt0x0200::fill_new(&mut body, &message))),
+            0x0201 => drop(std::hint::black_box(Jt0x0201::fill_new(&mut body, &message))),
+            _ => {}
+        }
+        std::hint::black_box(&message);
+        n += 1;
+    }
+    n
+}
+
+/// Passes over `frames` per second with `decode` (fixed passes with `ROADEDGE_BENCH_ITERATIONS`).
+fn passes_per_second(frames: &[Vec<u8>], mut decode: impl FnMut(&[u8]) -> usize) -> f64 {
+    let fixed: Option<usize> = std::env::var("ROADEDGE_BENCH_ITERATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let start = Instant::now();
+    let mut passes = 0usize;
+    loop {
+        for frame in frames {
+            std::hint::black_box(decode(std::hint::black_box(frame)));
+        }
+        passes += 1;
+        match fixed {
+            Some(n) if passes >= n => break,
+            None if start.elapsed() >= Duration::from_secs(3) => break,
+            _ => {}
+        }
+    }
+    passes as f64 / start.elapsed().as_secs_f64()
+}
+
+fn codec() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/jt808.json")).unwrap();
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let frames: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| hex::decode(e["hex"].as_str().unwrap()).unwrap())
+        .collect();
+    // Ours must handle every vector (a message or a classified refusal), never panic.
+    let handled: Vec<Handled> = frames
+        .iter()
+        .map(|f| std::panic::catch_unwind(|| ours(f)).expect("our codec never panics"))
+        .collect();
+    let refused: Vec<usize> = (0..frames.len())
+        .filter(|i| handled.get(*i).is_some_and(|h| h.messages == 0))
+        .collect();
+    // The crate, each vector under catch_unwind, its panic messages silenced.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let peer_panics: Vec<usize> = (0..frames.len())
+        .filter(|i| std::panic::catch_unwind(|| peer(&frames[*i])).is_err())
+        .collect();
+    std::panic::set_hook(hook);
+    let survivors: Vec<Vec<u8>> = (0..frames.len())
+        .filter(|i| !peer_panics.contains(i))
+        .map(|i| frames[i].clone())
+        .collect();
+    let n = survivors.len() as f64;
+    let peer_rate = passes_per_second(&survivors, peer) * n;
+    let ours_rate = passes_per_second(&survivors, |f| ours(f).messages) * n;
+    let ours_all = passes_per_second(&frames, |f| ours(f).messages) * frames.len() as f64;
+    let ours_json = passes_per_second(&survivors, ours_with_json) * n;
+    println!(
+        "JT/T 808 codec, one core, tests/vectors/jt808.json ({} frames):",
+        frames.len()
+    );
+    println!(
+        "  ours: every frame handled ({} typed messages; refused with a classified error: vectors {refused:?})",
+        handled.iter().map(|h| h.messages).sum::<usize>()
+    );
+    println!(
+        "  the jt808 crate 0.1.1 panics on {} vectors: {peer_panics:?}",
+        peer_panics.len()
+    );
+    println!(
+        "  on the {} frames it survives: jt808 crate {peer_rate:.0} frames/s, ours {ours_rate:.0} frames/s = {:.2}x; ours on all {} frames {ours_all:.0} frames/s; ours + EMQX JSON {ours_json:.0} frames/s",
+        survivors.len(),
+        ours_rate / peer_rate,
+        frames.len()
+    );
+}
+
 fn main() {
     // `cargo test --benches` runs this without `--bench`: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    codec();
+    if std::env::args().any(|a| a == "--codec-only") {
         return;
     }
     let limit = open_files_limit();

@@ -118,6 +118,41 @@ fn every_gateway_vector_matches_its_summary() {
 }
 
 #[test]
+fn the_direct_json_writer_gives_the_bytes_serde_json_gives_for_every_vector() {
+    for vector in vectors() {
+        let mut checked = 0;
+        for origin in [Origin::Terminal, Origin::Platform] {
+            let Ok(frame) = decode_frame(&vector.bytes, origin) else {
+                continue;
+            };
+            let written = String::from_utf8(frame.to_json_bytes()).expect("the writer writes UTF-8");
+            let from_value = serde_json::to_string(&frame.to_json()).expect("serialises");
+            assert_eq!(written, from_value, "{} ({origin:?})", vector.source);
+            checked += 1;
+        }
+        assert!(checked > 0, "{}: decodes from at least one side", vector.source);
+    }
+}
+
+#[test]
+fn the_all_types_frames_are_written_in_key_order_without_reordering() {
+    use roadedge::protocol::json::JsonWriter;
+    for edition in [Edition::V2016, Edition::V2025] {
+        let frame =
+            roadedge::sim::gbt32960::realtime_frame(Vin::from_text(EMQX_VIN), edition, Time::default(), 1, false);
+        let mut out = Vec::new();
+        let mut writer = JsonWriter::new(&mut out);
+        frame.write_json_with(&mut writer);
+        assert_eq!(
+            writer.reordered_objects(),
+            0,
+            "{edition:?}: every object written in key order"
+        );
+        assert_eq!(out, frame.to_json_bytes());
+    }
+}
+
+#[test]
 fn every_vector_reencodes_to_its_own_bytes() {
     for vector in vectors() {
         let origin = if is_gateway_frame(&vector) {

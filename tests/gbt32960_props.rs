@@ -406,6 +406,15 @@ proptest! {
     }
 
     #[test]
+    fn the_direct_json_writer_gives_the_bytes_serde_json_gives_for_the_json_value(
+        (bytes, origin) in frame_bytes(),
+    ) {
+        let frame = decode_frame(&bytes, origin).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let written = String::from_utf8(frame.to_json_bytes()).expect("the writer writes UTF-8");
+        prop_assert_eq!(written, serde_json::to_string(&frame.to_json()).expect("serialises"));
+    }
+
+    #[test]
     fn split_and_merged_reads_give_the_same_frames(
         frames in vec(frame_bytes(), 1..5),
         cuts in vec(any::<prop::sample::Index>(), 0..6),
@@ -624,5 +633,23 @@ proptest! {
         };
         let bytes = frame.encode().expect("typed message encodes");
         prop_assert_eq!(decode_frame(&bytes, origin).expect("decodes"), frame);
+    }
+
+    #[test]
+    fn typed_messages_are_written_as_serde_json_writes_their_json_value(
+        (edition, command, response, body, _origin) in typed_body(),
+        vin in bytes(17),
+        encryption in any::<u8>(),
+    ) {
+        let frame = Frame {
+            edition,
+            command,
+            response,
+            vin: Vin(vin.try_into().unwrap()),
+            encryption: Encryption(encryption),
+            body,
+        };
+        let written = String::from_utf8(frame.to_json_bytes()).expect("the writer writes UTF-8");
+        prop_assert_eq!(written, serde_json::to_string(&frame.to_json()).expect("serialises"));
     }
 }

@@ -171,6 +171,18 @@ fn every_vector_passes_the_frame_check_and_round_trips() {
     }
 }
 
+#[test]
+fn the_direct_json_writer_gives_the_bytes_serde_json_gives_for_every_vector() {
+    for v in &vectors() {
+        let message = message(&decode_one(&v.hex));
+        for text in [TextEncoding::Gbk, TextEncoding::Utf8] {
+            let written = String::from_utf8(message.to_json_bytes(text).expect("json")).expect("UTF-8");
+            let from_value = serde_json::to_string(&message.to_json(text).expect("json")).expect("serialises");
+            assert_eq!(written, from_value, "vector {} ({text:?})", v.index);
+        }
+    }
+}
+
 /// Resolves `a.b` paths of EMQX summaries (`"extra.mileage"`).
 fn lookup<'a>(value: &'a Value, dotted: &str) -> &'a Value {
     dotted.split('.').fold(value, |v, key| &v[key])

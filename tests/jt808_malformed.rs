@@ -315,6 +315,47 @@ fn known_extra_with_a_wrong_length_is_kept_raw() {
 }
 
 #[test]
+fn tyre_pressure_and_carriage_temperature_are_read_by_length_in_every_edition() {
+    let mut body = vec![0u8; LOCATION_BASIC_LEN];
+    body.extend_from_slice(&[0x05, 30]);
+    body.extend_from_slice(&[0x55; 30]);
+    body.extend_from_slice(&[0x06, 0x02, 0x80, 0x0F]);
+    // The same ids with other lengths stay raw, in every edition.
+    body.extend_from_slice(&[0x05, 0x01, 0x07, 0x06, 0x01, 0x09]);
+    for edition in [Edition::V2011, Edition::V2013, Edition::V2019] {
+        let Body::Location(location) = Body::decode(ids::LOCATION, &body, edition).unwrap() else {
+            panic!("{edition:?}")
+        };
+        assert_eq!(
+            location.extras,
+            [
+                LocationExtra::TyrePressure(vec![0x55; 30]),
+                LocationExtra::CarriageTemperature(0x800F),
+                LocationExtra::Raw {
+                    id: 0x05,
+                    value: vec![0x07]
+                },
+                LocationExtra::Raw {
+                    id: 0x06,
+                    value: vec![0x09]
+                },
+            ],
+            "{edition:?}"
+        );
+        let json = location_json(&location);
+        assert_eq!(json["extra"]["carriage_temp"], -15, "{edition:?}");
+        assert_eq!(
+            json["extra"]["tire_pressure"],
+            base64_encode(&[0x55; 30]),
+            "{edition:?}"
+        );
+        let mut out = Vec::new();
+        Body::Location(location).encode(&mut out).unwrap();
+        assert_eq!(out, body, "{edition:?}: re-encodes byte for byte");
+    }
+}
+
+#[test]
 fn auth_code_length_beyond_a_2019_body_is_rejected() {
     let err = body_error(ids::AUTHENTICATE, &[0xFF, b'a', b'b'], Edition::V2019);
     assert!(matches!(err, BodyError::Truncated { field: "auth code", .. }));

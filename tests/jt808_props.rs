@@ -134,6 +134,25 @@ proptest! {
     }
 
     #[test]
+    fn the_direct_json_writer_gives_the_bytes_serde_json_gives_for_the_json_value(
+        (message, _) in message(),
+        text in prop_oneof![Just(TextEncoding::Gbk), Just(TextEncoding::Utf8)],
+    ) {
+        let written = String::from_utf8(message.to_json_bytes(text).unwrap()).expect("UTF-8");
+        prop_assert_eq!(written, serde_json::to_string(&message.to_json(text).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn decoded_packets_are_written_as_serde_json_writes_their_json_value(
+        packet in packet(),
+        connection in prop_oneof![Just(Edition::V2011), Just(Edition::V2013), Just(Edition::V2019)],
+    ) {
+        let (message, _) = Message::decode_or_raw(&packet, connection);
+        let written = String::from_utf8(message.to_json_bytes(TextEncoding::Gbk).unwrap()).expect("UTF-8");
+        prop_assert_eq!(written, serde_json::to_string(&message.to_json(TextEncoding::Gbk).unwrap()).unwrap());
+    }
+
+    #[test]
     fn downlink_commands_survive_json_then_back(
         (message, _) in message().prop_filter("downlink commands", |(m, _)| is_downlink(m)),
         text in prop_oneof![Just(TextEncoding::Gbk), Just(TextEncoding::Utf8)],

@@ -3,4 +3,5 @@
 
 pub mod gbt32960;
 pub mod gbt37987;
+pub mod json;
 pub mod jt808;

@@ -2,10 +2,13 @@
 //! commands and timer ticks go in, [`Action`]s come out. No sockets, no database, no clock (the
 //! caller passes [`Now`]); the connection task in `mod.rs` performs the actions.
 //!
-//! Owns: the login gate (nothing but a login before login; one VIN per connection), which frame
-//! is published where and with which eviction class, which frame gets which reply, the error
+//! Owns: the login gate (before a vehicle login only a vehicle login, or the platform link's
+//! platform login/logout, heartbeat and time sync once a platform has logged in; one VIN per
+//! connection), which frame is published where and with which eviction class, which frame gets
+//! which reply (platform login/logout, 2025 activation and key exchange included), the error
 //! reply for a frame that fails its checks, and the downstream command window (one command in
-//! flight, resent at most `max_retries` times, then `timeout`; the rest queued, bounded).
+//! flight, resent at most `max_retries` times, then `timeout`; the rest queued, bounded; a 2025
+//! activation response expects no answer and completes once sent).
 //! Must not: acknowledge anything itself: replies that confirm data ride in
 //! the `then` list of [`Action::Commit`], which the shell runs only after the commit.
 
@@ -154,6 +157,8 @@ struct InFlight {
 pub struct Session {
     settings: SessionSettings,
     vehicle: Option<Vehicle>,
+    /// The identity (topic form) a platform logged in with (0x05), until its logout (0x06).
+    platform: Option<String>,
     in_flight: Option<InFlight>,
     queue: VecDeque<DeviceCommand>,
     consecutive_bad: u32,
@@ -164,6 +169,7 @@ impl Session {
         Session {
             settings,
             vehicle: None,
+            platform: None,
             in_flight: None,
             queue: VecDeque::new(),
             consecutive_bad: 0,
@@ -184,12 +190,7 @@ impl Session {
     pub fn handle_frame(&mut self, frame: Frame, now: Now) -> Vec<Action> {
         self.consecutive_bad = 0;
         let Some(vehicle) = self.vehicle.clone() else {
-            if frame.command == Command::VEHICLE_LOGIN && frame.response.is_command() {
-                return self.login(frame, now);
-            }
-            return vec![Action::Close(CloseReason::FrameBeforeLogin {
-                command: frame.command.0,
-            })];
+            return self.before_vehicle_login(frame, now);
         };
         if frame.vin.trimmed() != vehicle.vin.trimmed() {
             return vec![Action::Close(CloseReason::VinSwitch {
@@ -201,6 +202,20 @@ impl Session {
         match frame.command {
             Command::VEHICLE_LOGIN if is_command => self.login(frame, now),
             Command::VEHICLE_LOGOUT if is_command => self.logout(frame, &vehicle, now),
+            Command::PLATFORM_LOGIN | Command::PLATFORM_LOGOUT if is_command => {
+                self.platform_link(&frame, &vehicle.text, now)
+            }
+            Command::ACTIVATION if is_command => {
+                // The edge cannot check the signature (that is the cloud's key material): it
+                // answers "activated" once the activation is stored, and the cloud may send its
+                // own verdict downstream (`"Action":"ActivationResponse"`).
+                let answer = Ok(reply::activation_response(&frame, 1, 0));
+                self.publish(&frame, &vehicle.text, now, send(answer, "activation response"))
+            }
+            Command::KEY_EXCHANGE if is_command => {
+                let answer = reply::key_exchange_reply(&frame, ResponseFlag::SUCCESS);
+                self.publish(&frame, &vehicle.text, now, send(answer, "key-exchange reply"))
+            }
             Command::HEARTBEAT if is_command => send(
                 reply::heartbeat_reply(&frame, ResponseFlag::SUCCESS, now.local),
                 "heartbeat reply",
@@ -208,8 +223,54 @@ impl Session {
             Command::TIME_SYNC if is_command => send(reply::time_sync_reply(&frame, now.local), "time-sync reply"),
             // EMQX's own terminals answer with flag 0xFE, so any 0x80-0x82 frame is an answer.
             Command::PARAM_QUERY | Command::PARAM_SET | Command::TERMINAL_CONTROL => self.answer(frame, &vehicle, now),
-            _ => self.publish(&frame, &vehicle, now, Vec::new()),
+            // The terminal's response to a key exchange the cloud sent.
+            Command::KEY_EXCHANGE => self.answer(frame, &vehicle, now),
+            _ => self.publish(&frame, &vehicle.text, now, Vec::new()),
         }
+    }
+
+    /// A frame before any vehicle login: a vehicle login, or the platform link (GB/T 32960.3
+    /// platform login/logout, answered like a login; heartbeat and time sync once a platform has
+    /// logged in). Anything else closes the connection, as EMQX does.
+    fn before_vehicle_login(&mut self, frame: Frame, now: Now) -> Vec<Action> {
+        let is_command = frame.response.is_command();
+        match frame.command {
+            Command::VEHICLE_LOGIN if is_command => self.login(frame, now),
+            Command::PLATFORM_LOGIN | Command::PLATFORM_LOGOUT if is_command => {
+                let identity = frame.vin();
+                if !usable_vin(&frame.vin) {
+                    return vec![Action::Close(CloseReason::UnusableVin(identity))];
+                }
+                self.platform_link(&frame, &identity, now)
+            }
+            Command::HEARTBEAT if is_command && self.platform.is_some() => send(
+                reply::heartbeat_reply(&frame, ResponseFlag::SUCCESS, now.local),
+                "heartbeat reply",
+            ),
+            Command::TIME_SYNC if is_command && self.platform.is_some() => {
+                send(reply::time_sync_reply(&frame, now.local), "time-sync reply")
+            }
+            _ => vec![Action::Close(CloseReason::FrameBeforeLogin {
+                command: frame.command.0,
+            })],
+        }
+    }
+
+    /// Platform login (0x05) or logout (0x06): published under `identity` (the vehicle's VIN
+    /// once a vehicle has logged in, else the platform's own id), then answered with success
+    /// after the commit.
+    fn platform_link(&mut self, frame: &Frame, identity: &str, now: Now) -> Vec<Action> {
+        let what = if frame.command == Command::PLATFORM_LOGIN {
+            self.platform = Some(identity.to_owned());
+            "platform login reply"
+        } else {
+            self.platform = None;
+            "platform logout reply"
+        };
+        // An encrypted data unit cannot be echoed: that one gets the time only.
+        let answer = reply::platform_reply(frame, ResponseFlag::SUCCESS, now.local)
+            .or_else(|_| reply::reply(frame, ResponseFlag::SUCCESS, ReplyData::Time(now.local)));
+        self.publish(frame, identity, now, send(answer, what))
     }
 
     /// A corrupt frame or skipped garbage (already counted by the link layer).
@@ -223,6 +284,13 @@ impl Session {
             return Vec::new();
         };
         let Some(vehicle) = &self.vehicle else {
+            if self.platform.is_some() {
+                // A logged-in platform link: the same error reply as after a vehicle login.
+                return match error.error_reply(ResponseFlag::ERROR, now.local) {
+                    Some(frame) => send(Ok(frame), "error reply"),
+                    None => Vec::new(),
+                };
+            }
             return vec![Action::Close(CloseReason::FrameBeforeLogin {
                 command: header.command.0,
             })];
@@ -327,7 +395,7 @@ impl Session {
             actions.push(Action::Claim { vin: text.clone() });
             then.push(Action::Online { vin: text });
         }
-        actions.extend(self.publish(&frame, &vehicle, now, then));
+        actions.extend(self.publish(&frame, &vehicle.text, now, then));
         actions
     }
 
@@ -335,7 +403,7 @@ impl Session {
         self.vehicle = None;
         let mut actions = self.publish(
             &frame,
-            vehicle,
+            &vehicle.text,
             now,
             vec![Action::Offline {
                 vin: vehicle.text.clone(),
@@ -349,7 +417,7 @@ impl Session {
         let matching = self.in_flight.as_ref().is_some_and(|f| f.command == frame.command);
         if !matching {
             // A late answer (after a timeout) or one nobody asked for: published as it is.
-            return self.publish(&frame, vehicle, now, Vec::new());
+            return self.publish(&frame, &vehicle.text, now, Vec::new());
         }
         let mut actions = Vec::new();
         if let Some(done) = self.in_flight.take() {
@@ -378,6 +446,20 @@ impl Session {
                     Ok((frame.command, bytes))
                 });
             match built {
+                // The activation response is itself an answer: nothing comes back for it.
+                Ok((cmd, bytes)) if cmd == Command::ACTIVATION_RESPONSE => {
+                    let sent =
+                        crate::protocol::gbt32960::decode_frame(&bytes, crate::protocol::gbt32960::Origin::Platform)
+                            .map_or(Value::Null, |frame| frame.to_json());
+                    actions.push(Action::Send {
+                        frame: bytes,
+                        what: "command",
+                    });
+                    actions.push(Action::Complete {
+                        id: command.id,
+                        outcome: Outcome::Answer(sent),
+                    });
+                }
                 Ok((cmd, bytes)) => {
                     actions.push(Action::Send {
                         frame: bytes.clone(),
@@ -399,11 +481,12 @@ impl Session {
         }
     }
 
-    /// The frame as an upstream record (if it is published at all), then `then`.
-    fn publish(&self, frame: &Frame, vehicle: &Vehicle, now: Now, then: Vec<Action>) -> Vec<Action> {
+    /// The frame as an upstream record under `identity` (if it is published at all), then
+    /// `then`.
+    fn publish(&self, frame: &Frame, identity: &str, now: Now, then: Vec<Action>) -> Vec<Action> {
         match frame.topic_suffix() {
             Some(suffix) => vec![Action::Commit {
-                records: vec![record(frame, suffix, &vehicle.text, now)],
+                records: vec![record(frame, suffix, identity, now)],
                 then,
             }],
             None => then,
@@ -422,21 +505,21 @@ fn class_of(frame: &Frame) -> RecordClass {
         | Command::VEHICLE_LOGOUT
         | Command::PLATFORM_LOGIN
         | Command::PLATFORM_LOGOUT
-        | Command::ACTIVATION => RecordClass::Critical,
+        | Command::ACTIVATION
+        | Command::KEY_EXCHANGE => RecordClass::Critical,
         _ => RecordClass::Event,
     }
 }
 
 /// The upstream record of a frame: EMQX JSON on `gbt32960/{vin}/upstream/{suffix}`.
 fn record(frame: &Frame, suffix: TopicSuffix, vin: &str, now: Now) -> Record {
-    let body: Value = frame.to_json();
     Record {
         device: format!("gbt32960/{vin}"),
         topic: format!("gbt32960/{vin}/upstream/{}", suffix.as_str()),
         class: class_of(frame),
         envelope: EnvelopeKey::Capitalised,
         received_at_ms: now.unix_ms,
-        body: serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
+        body: frame.to_json_bytes(),
     }
 }
 
@@ -466,7 +549,7 @@ fn send(frame: Result<Frame, reply::ReplyError>, what: &'static str) -> Vec<Acti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::gbt32960::{decode_frame, Origin};
+    use crate::protocol::gbt32960::{decode_frame, Body, Origin};
     use crate::sim::gbt32960 as sim;
     use serde_json::json;
 
@@ -759,6 +842,242 @@ mod tests {
         assert_eq!(body["Encrypt"], 5);
         assert!(body["Data"]["Ciphertext"].as_str().unwrap().len() > 20);
         assert!(body["Data"].get("Infos").is_none());
+    }
+
+    fn platform_frame(command: Command, id: &str, edition: Edition) -> Frame {
+        use crate::protocol::gbt32960::message::{Logout, PlatformLogin};
+        let time = Time::from_bytes([25, 11, 21, 8, 0, 0]);
+        let body = if command == Command::PLATFORM_LOGIN {
+            Body::PlatformLogin(PlatformLogin {
+                time,
+                serial: 7,
+                username: *b"platformuser",
+                password: *b"secret-password-0001",
+                encryption: 1,
+            })
+        } else {
+            Body::PlatformLogout(Logout { time, serial: 7 })
+        };
+        Frame::new(edition, command, ResponseFlag::COMMAND, Vin::from_text(id), body)
+    }
+
+    /// The replies in the `then` list of the only commit, and the commit's records.
+    fn committed_then_sent(actions: &[Action]) -> (Vec<&Record>, Vec<Frame>) {
+        match actions {
+            [Action::Commit { records, then }] => (records.iter().collect(), sent(then)),
+            other => panic!("expected one commit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_platform_login_before_any_vehicle_login_is_stored_then_answered_and_opens_the_platform_link() {
+        let mut s = Session::new(SessionSettings::default());
+        let start = Instant::now();
+        let login = platform_frame(Command::PLATFORM_LOGIN, "PLATFORM0001", Edition::V2016);
+        let actions = s.handle_frame(login, now(start, 0));
+        let (records, replies) = committed_then_sent(&actions);
+        assert_eq!(records[0].topic, "gbt32960/PLATFORM0001/upstream/plogin");
+        assert_eq!(records[0].class, RecordClass::Critical);
+        assert_eq!(replies.len(), 1, "answered only through the commit");
+        assert_eq!(replies[0].command, Command::PLATFORM_LOGIN);
+        assert_eq!(replies[0].response, ResponseFlag::SUCCESS);
+        assert_eq!(replies[0].message_time(), Some(now(start, 0).local));
+        // The platform link is open: heartbeats are answered, and a vehicle may log in on it.
+        let hb = s.handle_frame(
+            sim::heartbeat_frame(Vin::from_text("PLATFORM0001"), Edition::V2016),
+            now(start, 1),
+        );
+        assert_eq!(sent(&hb)[0].response, ResponseFlag::SUCCESS);
+        let actions = s.handle_frame(login_frame_2016(), now(start, 2));
+        assert!(
+            matches!(&actions[0], Action::Claim { vin } if vin == VIN),
+            "{actions:?}"
+        );
+        assert_eq!(s.vin(), Some(VIN));
+    }
+
+    fn login_frame_2016() -> Frame {
+        login(Edition::V2016)
+    }
+
+    #[test]
+    fn a_platform_logout_closes_the_platform_link_and_the_next_heartbeat_closes_the_connection() {
+        let mut s = Session::new(SessionSettings::default());
+        let start = Instant::now();
+        s.handle_frame(
+            platform_frame(Command::PLATFORM_LOGIN, "PLATFORM0001", Edition::V2025),
+            now(start, 0),
+        );
+        let logout = platform_frame(Command::PLATFORM_LOGOUT, "PLATFORM0001", Edition::V2025);
+        let actions = s.handle_frame(logout, now(start, 1));
+        let (records, replies) = committed_then_sent(&actions);
+        assert!(records[0].topic.ends_with("/upstream/plogout"));
+        assert_eq!(replies[0].command, Command::PLATFORM_LOGOUT);
+        assert_eq!(replies[0].edition, Edition::V2025);
+        let hb = sim::heartbeat_frame(Vin::from_text("PLATFORM0001"), Edition::V2025);
+        assert!(matches!(
+            s.handle_frame(hb, now(start, 2)).as_slice(),
+            [Action::Close(CloseReason::FrameBeforeLogin { command: 0x07 })]
+        ));
+    }
+
+    #[test]
+    fn platform_login_and_logout_after_a_vehicle_login_are_stored_under_the_vin_then_answered() {
+        let (mut s, start) = logged_in(Edition::V2016);
+        for command in [Command::PLATFORM_LOGIN, Command::PLATFORM_LOGOUT] {
+            let actions = s.handle_frame(platform_frame(command, VIN, Edition::V2016), now(start, 1));
+            let (records, replies) = committed_then_sent(&actions);
+            assert!(records[0].topic.starts_with(&format!("gbt32960/{VIN}/upstream/p")));
+            assert_eq!(replies[0].command, command);
+            assert_eq!(replies[0].response, ResponseFlag::SUCCESS);
+        }
+        assert_eq!(s.vin(), Some(VIN), "the vehicle stays logged in");
+    }
+
+    #[test]
+    fn a_platform_login_with_an_id_that_would_break_topics_closes_the_connection() {
+        let mut s = Session::new(SessionSettings::default());
+        let actions = s.handle_frame(
+            platform_frame(Command::PLATFORM_LOGIN, "A/B", Edition::V2016),
+            now(Instant::now(), 0),
+        );
+        assert!(matches!(
+            actions.as_slice(),
+            [Action::Close(CloseReason::UnusableVin(_))]
+        ));
+    }
+
+    fn activation_frame() -> Frame {
+        use crate::protocol::gbt32960::message::{Activation, Signature};
+        let body = Body::Activation(Activation {
+            time: Time::from_bytes([25, 11, 21, 8, 0, 0]),
+            chip_id: *b"CHIP000000000001",
+            public_key: vec![4; 65],
+            vin: Vin::from_text(VIN).0,
+            signature: Signature {
+                signature_type: 1,
+                r: vec![1; 32],
+                s: vec![2; 32],
+            },
+        });
+        Frame::new(
+            Edition::V2025,
+            Command::ACTIVATION,
+            ResponseFlag::COMMAND,
+            Vin::from_text(VIN),
+            body,
+        )
+    }
+
+    fn key_exchange_body() -> Body {
+        use crate::protocol::gbt32960::message::KeyExchange;
+        Body::KeyExchange(KeyExchange {
+            key_type: 5,
+            key: vec![0xAB; 16],
+            active_time: Time::from_bytes([25, 11, 21, 8, 0, 0]),
+            expire_time: Time::from_bytes([26, 11, 21, 8, 0, 0]),
+        })
+    }
+
+    #[test]
+    fn a_2025_activation_is_stored_then_answered_with_an_activation_response() {
+        let (mut s, start) = logged_in(Edition::V2025);
+        let actions = s.handle_frame(activation_frame(), now(start, 1));
+        let (records, replies) = committed_then_sent(&actions);
+        assert!(records[0].topic.ends_with("/upstream/activation"));
+        assert_eq!(records[0].class, RecordClass::Critical);
+        assert_eq!(replies[0].command, Command::ACTIVATION_RESPONSE);
+        assert_eq!(replies[0].response, ResponseFlag::COMMAND);
+        assert_eq!(
+            replies[0].body,
+            Body::ActivationResponse(crate::protocol::gbt32960::message::ActivationResponse { status: 1, info: 0 })
+        );
+    }
+
+    #[test]
+    fn a_2025_key_exchange_from_the_terminal_is_stored_then_answered_with_success() {
+        let (mut s, start) = logged_in(Edition::V2025);
+        let exchange = Frame::new(
+            Edition::V2025,
+            Command::KEY_EXCHANGE,
+            ResponseFlag::COMMAND,
+            Vin::from_text(VIN),
+            key_exchange_body(),
+        );
+        let actions = s.handle_frame(exchange, now(start, 1));
+        let (records, replies) = committed_then_sent(&actions);
+        assert_eq!(records[0].class, RecordClass::Critical);
+        let body: Value = serde_json::from_slice(&records[0].body).unwrap();
+        assert_eq!(body["Data"]["KeyType"], 5);
+        assert_eq!(replies[0].command, Command::KEY_EXCHANGE);
+        assert_eq!(replies[0].response, ResponseFlag::SUCCESS);
+    }
+
+    #[test]
+    fn the_cloud_can_send_an_activation_response_which_completes_once_sent() {
+        let (mut s, start) = logged_in(Edition::V2025);
+        let actions = s.handle_command(
+            command(4, json!({"Action": "ActivationResponse", "Status": 2, "Info": 1})),
+            now(start, 1),
+        );
+        let frames = sent(&actions);
+        assert_eq!(frames[0].command, Command::ACTIVATION_RESPONSE);
+        assert_eq!(
+            frames[0].body,
+            Body::ActivationResponse(crate::protocol::gbt32960::message::ActivationResponse { status: 2, info: 1 })
+        );
+        match actions.last() {
+            Some(Action::Complete {
+                id: 4,
+                outcome: Outcome::Answer(json),
+            }) => assert_eq!(json["Data"]["Status"], 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.handle_tick(now(start, 600)).is_empty(), "nothing left in flight");
+    }
+
+    #[test]
+    fn a_key_exchange_from_the_cloud_completes_with_the_terminals_response() {
+        let (mut s, start) = logged_in(Edition::V2025);
+        let actions = s.handle_command(
+            command(
+                5,
+                json!({"Action": "KeyExchange", "KeyType": 5, "Key": "00112233445566778899AABBCCDDEEFF",
+                       "ActiveTime": {"Year": 25, "Month": 11, "Day": 21, "Hour": 8, "Minute": 0, "Second": 0},
+                       "ExpireTime": {"Year": 26, "Month": 11, "Day": 21, "Hour": 8, "Minute": 0, "Second": 0}}),
+            ),
+            now(start, 1),
+        );
+        let downlink = &sent(&actions)[0];
+        assert_eq!(downlink.command, Command::KEY_EXCHANGE);
+        let answer = reply::key_exchange_reply(downlink, ResponseFlag::SUCCESS).unwrap();
+        let actions = s.handle_frame(answer, now(start, 2));
+        assert!(
+            matches!(
+                actions.as_slice(),
+                [Action::Complete {
+                    id: 5,
+                    outcome: Outcome::Answer(_)
+                }]
+            ),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn the_2025_only_actions_are_rejected_for_a_2016_vehicle() {
+        let (mut s, start) = logged_in(Edition::V2016);
+        let actions = s.handle_command(
+            command(6, json!({"Action": "ActivationResponse", "Status": 1, "Info": 0})),
+            now(start, 1),
+        );
+        match actions.as_slice() {
+            [Action::Complete {
+                id: 6,
+                outcome: Outcome::Rejected(reason),
+            }] => assert!(reason.contains("2025"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

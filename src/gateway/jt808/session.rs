@@ -304,16 +304,17 @@ impl Session {
 
     fn record(&self, message: &Message, class: RecordClass, now: Now) -> Record {
         let phone = message.header.phone.to_string();
-        let body = message
-            .to_json(self.settings.text)
-            .unwrap_or_else(|_| json!({"header": header_json(&message.header, 0), "body": {}}));
+        let body = message.to_json_bytes(self.settings.text).unwrap_or_else(|_| {
+            let fallback = json!({"header": header_json(&message.header, 0), "body": {}});
+            serde_json::to_vec(&fallback).unwrap_or_else(|_| b"{}".to_vec())
+        });
         Record {
             device: format!("jt808/{phone}"),
             topic: format!("jt808/{phone}/{phone}/up"),
             class,
             envelope: EnvelopeKey::Lower,
             received_at_ms: now.wall_ms,
-            body: serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec()),
+            body,
         }
     }
 

@@ -10,11 +10,12 @@ use super::control::TerminalControl;
 use super::error::{BodyError, EncodeError};
 use super::frame::FrameHeader;
 use super::info::RealTimeReport;
-use super::json::hex_upper;
+use super::json::{hex_upper, write_hex_upper};
 use super::message::{Ack, Activation, ActivationResponse, KeyExchange, Login2016, Login2025, Logout, PlatformLogin};
 use super::param::{ParamList, ParamQuery};
 use super::types::{Command, Edition, Time};
 use super::wire::Reader;
+use crate::protocol::json::JsonWriter;
 
 /// Who sent the frames being decoded. Only 0x80 depends on it: from the platform it is the
 /// query (a list of ids), from a terminal it is the reply (id/value pairs), and EMQX's own test
@@ -199,6 +200,37 @@ impl Body {
             }
         }
         Value::Object(map)
+    }
+}
+
+impl Body {
+    /// Writes the EMQX `"Data"` object (members in key order).
+    pub(crate) fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.begin_object();
+        match self {
+            Body::Empty => {}
+            Body::Ack(ack) => ack.write_json_members(w),
+            Body::VehicleLogin(VehicleLogin::V2016(login)) => login.write_json_members(w),
+            Body::VehicleLogin(VehicleLogin::V2025(login)) => login.write_json_members(w),
+            Body::RealTime(report) => report.write_json_members(w),
+            Body::VehicleLogout(logout) | Body::PlatformLogout(logout) => logout.write_json_members(w),
+            Body::PlatformLogin(login) => login.write_json_members(w),
+            Body::Activation(activation) => activation.write_json_members(w),
+            Body::ActivationResponse(response) => response.write_json_members(w),
+            Body::KeyExchange(exchange) => exchange.write_json_members(w),
+            Body::ParamQuery(query) => query.write_json_members(w),
+            Body::Params(list) => list.write_json_members(w),
+            Body::TerminalControl(control) => control.write_json_members(w),
+            Body::Encrypted(bytes) => {
+                w.key("Ciphertext");
+                write_hex_upper(w, bytes);
+            }
+            Body::Raw(bytes) => {
+                w.key("Raw");
+                write_hex_upper(w, bytes);
+            }
+        }
+        w.end_object();
     }
 }
 

@@ -15,9 +15,10 @@ use bytes::BufMut;
 use serde_json::{Map, Value};
 
 use super::error::{BodyError, EncodeError};
-use super::json::{decode_text, hex_upper, text_value};
+use super::json::{decode_text, hex_upper, text_value, write_hex_upper, write_text};
 use super::types::Time;
 use super::wire::{Reader, WireField};
+use crate::protocol::json::JsonWriter;
 
 /// 0x01 remote upgrade.
 pub const REMOTE_UPGRADE: u8 = 0x01;
@@ -247,6 +248,33 @@ impl UpgradeB16 {
             map.insert("Timeout".to_owned(), Value::from(timeout));
         }
     }
+
+    /// The keys of [`UpgradeB16::json_into`], in key order.
+    fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.key("DialingName");
+        write_text(w, &self.apn);
+        w.key("HardwareVer");
+        write_text(w, &self.hardware_version);
+        if let Some(address) = self.address {
+            w.member_str("Ip", &format_address(address));
+        }
+        w.key("ManufacturerId");
+        write_text(w, &self.manufacturer);
+        w.key("Password");
+        write_text(w, &self.password);
+        if let Some(port) = self.port {
+            w.member_u64("Port", port);
+        }
+        w.key("SoftwareVer");
+        write_text(w, &self.firmware_version);
+        if let Some(timeout) = self.timeout_minutes {
+            w.member_u64("Timeout", timeout);
+        }
+        w.key("UpgradeUrl");
+        write_text(w, &self.url);
+        w.key("Username");
+        write_text(w, &self.user);
+    }
 }
 
 impl UpgradeB15 {
@@ -298,6 +326,30 @@ impl UpgradeB15 {
         map.insert("UpgradeUrl".to_owned(), text_value(&self.url));
         map.insert("Timeout".to_owned(), decimal_or_text(&self.timeout));
     }
+
+    /// The keys of [`UpgradeB15::json_into`], in key order.
+    fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.key("DialingName");
+        write_text(w, &self.apn);
+        w.key("HardwareVer");
+        write_text(w, &self.hardware_version);
+        w.key("Ip");
+        write_text(w, &self.address);
+        w.key("ManufacturerId");
+        write_text(w, &self.manufacturer);
+        w.key("Password");
+        write_text(w, &self.password);
+        w.key("Port");
+        write_decimal_or_text(w, &self.port);
+        w.key("SoftwareVer");
+        write_text(w, &self.firmware_version);
+        w.key("Timeout");
+        write_decimal_or_text(w, &self.timeout);
+        w.key("UpgradeUrl");
+        write_text(w, &self.url);
+        w.key("Username");
+        write_text(w, &self.user);
+    }
 }
 
 /// Joins fields with `;`. Text fields (flag `true`) must not contain `;`, or the receiver
@@ -313,6 +365,14 @@ fn join_fields(out: &mut Vec<u8>, fields: &[(&'static str, &[u8], bool)]) -> Res
         out.extend_from_slice(bytes);
     }
     Ok(())
+}
+
+fn write_decimal_or_text(w: &mut JsonWriter<'_>, bytes: &[u8]) {
+    let text = decode_text(bytes);
+    match text.parse::<u16>() {
+        Ok(number) if number.to_string() == text => w.u64(u64::from(number)),
+        _ => w.str(&text),
+    }
 }
 
 fn decimal_or_text(bytes: &[u8]) -> Value {
@@ -417,5 +477,32 @@ impl TerminalControl {
             }
         };
         map.insert("Param".to_owned(), param);
+    }
+
+    /// `Command, Param, Time` in key order.
+    pub(crate) fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.member_u64("Command", self.command);
+        w.key("Param");
+        match &self.param {
+            ControlParam::None => w.str(""),
+            ControlParam::Raw(bytes) => write_hex_upper(w, bytes),
+            ControlParam::Alarm(alarm) => {
+                w.begin_object();
+                w.member_u64("Level", alarm.level);
+                w.key("Message");
+                write_text(w, &alarm.message);
+                w.end_object();
+            }
+            ControlParam::Upgrade(upgrade) => {
+                w.begin_object();
+                match upgrade.as_ref() {
+                    Upgrade::Binary(upgrade) => upgrade.write_json_members(w),
+                    Upgrade::Text(upgrade) => upgrade.write_json_members(w),
+                }
+                w.end_object();
+            }
+        }
+        w.key("Time");
+        self.time.write_json(w);
     }
 }

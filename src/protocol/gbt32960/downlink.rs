@@ -1,5 +1,8 @@
 //! Cloud → vehicle commands: EMQX's `dnstream` JSON (`{"Action":"Query"|"Setting"|"Control",…}`,
-//! facts sheet §4.3) turned into 0x80/0x81/0x82 command frames.
+//! facts sheet §4.3) turned into 0x80/0x81/0x82 command frames, and two 2025 actions EMQX lacks:
+//! `{"Action":"ActivationResponse","Status","Info"}` (0x0A, the platform's verdict on an
+//! activation) and `{"Action":"KeyExchange","KeyType","Key":"<hex>","ActiveTime","ExpireTime"}`
+//! (0x0B; times as the upstream JSON shows them, `{"Year","Month","Day","Hour","Minute","Second"}`).
 //!
 //! Owns: validating that JSON (every problem is a typed `DownlinkError`, never a panic or a
 //! silently different frame) and EMQX's rules: ids as `"0x.."` hex or decimal strings, `Total`
@@ -17,6 +20,7 @@ use super::control::{
 };
 use super::frame::Frame;
 use super::json::encode_text;
+use super::message::{ActivationResponse, KeyExchange};
 use super::param::{param_width, Param, ParamList, ParamQuery, ParamValue, ParamWidth};
 use super::types::{Command, Edition, ResponseFlag, Time, Vin};
 
@@ -29,9 +33,12 @@ pub enum DownlinkError {
     /// The payload is not a JSON object.
     #[error("payload is not a JSON object")]
     NotAnObject,
-    /// `Action` is missing or not one of Query, Setting, Control.
-    #[error("unknown Action {0:?} (expected Query, Setting or Control)")]
+    /// `Action` is missing or not one of Query, Setting, Control, ActivationResponse, KeyExchange.
+    #[error("unknown Action {0:?} (expected Query, Setting, Control, ActivationResponse or KeyExchange)")]
     UnknownAction(String),
+    /// The action exists only in the 2025 edition and the vehicle logged in with 2016.
+    #[error("Action {0} exists only in GB/T 32960-2025; the vehicle logged in with the 2016 edition")]
+    Only2025(&'static str),
     /// A required field is missing.
     #[error("missing field {0}")]
     MissingField(&'static str),
@@ -104,6 +111,13 @@ pub fn downlink_from_json(value: &Value, vin: Vin, edition: Edition, now: Time) 
         "Query" => (Command::PARAM_QUERY, Body::ParamQuery(query(object, now)?)),
         "Setting" => (Command::PARAM_SET, Body::Params(setting(object, edition, now)?)),
         "Control" => (Command::TERMINAL_CONTROL, Body::TerminalControl(control(object, now)?)),
+        "ActivationResponse" if edition == Edition::V2025 => (
+            Command::ACTIVATION_RESPONSE,
+            Body::ActivationResponse(activation_response(object)?),
+        ),
+        "KeyExchange" if edition == Edition::V2025 => (Command::KEY_EXCHANGE, Body::KeyExchange(key_exchange(object)?)),
+        "ActivationResponse" => return Err(DownlinkError::Only2025("ActivationResponse")),
+        "KeyExchange" => return Err(DownlinkError::Only2025("KeyExchange")),
         other => return Err(DownlinkError::UnknownAction(other.to_owned())),
     };
     Ok(Frame::new(edition, command, ResponseFlag::COMMAND, vin, body))
@@ -284,6 +298,72 @@ fn control(object: &Map<String, Value>, now: Time) -> Result<TerminalControl, Do
         command,
         param,
     })
+}
+
+fn required<'a>(object: &'a Map<String, Value>, field: &'static str) -> Result<&'a Value, DownlinkError> {
+    object.get(field).ok_or(DownlinkError::MissingField(field))
+}
+
+fn activation_response(object: &Map<String, Value>) -> Result<ActivationResponse, DownlinkError> {
+    Ok(ActivationResponse {
+        status: unsigned(required(object, "Status")?, "Status")?,
+        info: unsigned(required(object, "Info")?, "Info")?,
+    })
+}
+
+fn key_exchange(object: &Map<String, Value>) -> Result<KeyExchange, DownlinkError> {
+    let key = required(object, "Key")?
+        .as_str()
+        .and_then(parse_hex)
+        .ok_or_else(|| invalid("Key", "expected a hex string"))?;
+    if key.len() > usize::from(u16::MAX) {
+        return Err(invalid("Key", "longer than a WORD length allows"));
+    }
+    Ok(KeyExchange {
+        key_type: unsigned(required(object, "KeyType")?, "KeyType")?,
+        key,
+        active_time: time_object(required(object, "ActiveTime")?, "ActiveTime")?,
+        expire_time: time_object(required(object, "ExpireTime")?, "ExpireTime")?,
+    })
+}
+
+/// A time in the upstream JSON's shape: `{"Year","Month","Day","Hour","Minute","Second"}`, raw
+/// byte values (the year within the century).
+fn time_object(value: &Value, field: &str) -> Result<Time, DownlinkError> {
+    let object = value.as_object().ok_or_else(|| {
+        invalid(
+            field,
+            "expected {\"Year\",\"Month\",\"Day\",\"Hour\",\"Minute\",\"Second\"}",
+        )
+    })?;
+    let part = |key: &str| -> Result<u8, DownlinkError> {
+        let path = format!("{field}.{key}");
+        let value = object.get(key).ok_or_else(|| invalid(&path, "missing"))?;
+        unsigned(value, &path)
+    };
+    Ok(Time {
+        year: part("Year")?,
+        month: part("Month")?,
+        day: part("Day")?,
+        hour: part("Hour")?,
+        minute: part("Minute")?,
+        second: part("Second")?,
+    })
+}
+
+/// Hex digits (either case, even count) to bytes.
+fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
 }
 
 fn param_object(object: &Map<String, Value>) -> Result<&Map<String, Value>, DownlinkError> {

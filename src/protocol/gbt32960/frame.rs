@@ -14,9 +14,10 @@ use serde_json::Value;
 
 use super::body::{starts_with_time, Body, Origin};
 use super::error::{DecodeError, EncodeError};
-use super::json::frame_to_json;
+use super::json::{frame_json, frame_to_json, write_frame_json};
 use super::topic::TopicSuffix;
 use super::types::{Command, Edition, Encryption, ResponseFlag, Time, Vin};
+use crate::protocol::json::JsonWriter;
 
 /// Largest data unit the standard allows.
 pub const MAX_DATA_LEN: usize = 65_531;
@@ -130,6 +131,24 @@ impl Frame {
     /// The EMQX JSON payload `{"Cmd","Encrypt","Vin","Data"}`.
     pub fn to_json(&self) -> Value {
         frame_to_json(self)
+    }
+
+    /// Appends the EMQX JSON payload, serialised (what the gateway publishes), to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        write_frame_json(self, out);
+    }
+
+    /// Writes the EMQX JSON payload with `writer` (which can tell how it went: see
+    /// [`JsonWriter::reordered_objects`]).
+    pub fn write_json_with(&self, writer: &mut JsonWriter<'_>) {
+        frame_json(self, writer);
+    }
+
+    /// The EMQX JSON payload, serialised.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.write_json(&mut out);
+        out
     }
 
     /// Encodes the frame (start bytes, header, data unit, BCC).

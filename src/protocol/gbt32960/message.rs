@@ -10,9 +10,10 @@ use bytes::BufMut;
 use serde_json::{Map, Value};
 
 use super::error::{BodyError, EncodeError};
-use super::json::{hex_upper, text_value};
+use super::json::{hex_upper, text_value, write_hex_upper, write_text};
 use super::types::Time;
 use super::wire::{put_word_prefixed, wire_record, Reader, TextToEnd, WireField};
+use crate::protocol::json::JsonWriter;
 
 wire_record! {
     /// 2016 vehicle login (0x01, table 6). `codes` is everything after the code length: the
@@ -106,6 +107,32 @@ impl Login2025 {
                 .collect(),
         );
     }
+
+    /// EMQX keys: `BatteryPackCounts, BatteryPackEncodings, BmsNum, ICCID, Seq, Time`.
+    pub(crate) fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.key("BatteryPackCounts");
+        w.begin_array();
+        for codes in &self.bms_pack_codes {
+            w.u64(codes.len() as u64);
+        }
+        w.end_array();
+        w.key("BatteryPackEncodings");
+        w.begin_array();
+        for codes in &self.bms_pack_codes {
+            w.begin_array();
+            for code in codes {
+                write_text(w, code);
+            }
+            w.end_array();
+        }
+        w.end_array();
+        w.member_u64("BmsNum", self.bms_pack_codes.len() as u64);
+        w.key("ICCID");
+        write_text(w, &self.iccid);
+        w.member_u64("Seq", self.serial);
+        w.key("Time");
+        self.time.write_json(w);
+    }
 }
 
 fn count_u8(what: &'static str, len: usize) -> Result<u8, EncodeError> {
@@ -188,6 +215,17 @@ impl Signature {
         map.insert("SLength".to_owned(), Value::from(self.s.len()));
         map.insert("SValue".to_owned(), Value::from(hex_upper(&self.s)));
     }
+
+    /// The members but `"Type"` (the caller places it: `"Signature"`), in key order.
+    pub(crate) fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.member_u64("RLength", self.r.len() as u64);
+        w.key("RValue");
+        write_hex_upper(w, &self.r);
+        w.member_u64("SLength", self.s.len() as u64);
+        w.key("SValue");
+        write_hex_upper(w, &self.s);
+        w.member_u64("SignatureType", self.signature_type);
+    }
 }
 
 /// Activation (0x09, 2025): time, chip id, public key, VIN, signature.
@@ -237,6 +275,24 @@ impl Activation {
         self.signature.json_into(&mut signature);
         map.insert("Signature".to_owned(), Value::Object(signature));
     }
+
+    /// EMQX keys in key order: `ChipID, PubKey, PubKeyLen, Signature{…}, Time, VIN`.
+    pub(crate) fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.key("ChipID");
+        write_text(w, &self.chip_id);
+        w.key("PubKey");
+        write_hex_upper(w, &self.public_key);
+        w.member_u64("PubKeyLen", self.public_key.len() as u64);
+        w.key("Signature");
+        w.begin_object();
+        w.defer_member_str("Type", "Signature");
+        self.signature.write_json_members(w);
+        w.end_object();
+        w.key("Time");
+        self.time.write_json(w);
+        w.key("VIN");
+        write_text(w, &self.vin);
+    }
 }
 
 /// Data-unit key exchange (0x0B, 2025, table 31). No leading collection time.
@@ -280,6 +336,18 @@ impl KeyExchange {
         map.insert("ActiveTime".to_owned(), self.active_time.to_json());
         map.insert("ExpireTime".to_owned(), self.expire_time.to_json());
     }
+
+    /// EMQX keys in key order: `ActiveTime, ExpireTime, Key, KeyLength, KeyType`.
+    pub(crate) fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.key("ActiveTime");
+        self.active_time.write_json(w);
+        w.key("ExpireTime");
+        self.expire_time.write_json(w);
+        w.key("Key");
+        write_hex_upper(w, &self.key);
+        w.member_u64("KeyLength", self.key.len() as u64);
+        w.member_u64("KeyType", self.key_type);
+    }
 }
 
 /// The data unit of a platform reply to a terminal command (login, real-time, heartbeat, ...).
@@ -321,6 +389,18 @@ impl Ack {
         }
         if !self.echo.is_empty() {
             map.insert("Echo".to_owned(), Value::from(hex_upper(&self.echo)));
+        }
+    }
+
+    /// `Echo?, Time?` in key order.
+    pub(crate) fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        if !self.echo.is_empty() {
+            w.key("Echo");
+            write_hex_upper(w, &self.echo);
+        }
+        if let Some(time) = self.time {
+            w.key("Time");
+            time.write_json(w);
         }
     }
 }

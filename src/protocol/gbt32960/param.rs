@@ -10,9 +10,10 @@ use bytes::BufMut;
 use serde_json::{Map, Value};
 
 use super::error::{BodyError, EncodeError};
-use super::json::{hex_upper, param_key, text_value};
+use super::json::{hex_upper, param_key, param_key_bytes, text_value, write_hex_upper, write_text};
 use super::types::{Edition, Time};
 use super::wire::{Reader, WireField};
+use crate::protocol::json::JsonWriter;
 
 /// How a parameter value is laid out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +205,28 @@ impl ParamList {
             .collect();
         map.insert("Params".to_owned(), Value::Array(params));
     }
+
+    /// `Params, Time, Total` in key order; each item a one-member object.
+    pub(crate) fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.key("Params");
+        w.begin_array();
+        for param in &self.params {
+            w.begin_object();
+            let key = param_key_bytes(param.id);
+            w.key(std::str::from_utf8(&key).unwrap_or("0x??"));
+            match &param.value {
+                ParamValue::Byte(v) => w.u64(u64::from(*v)),
+                ParamValue::Word(v) => w.u64(u64::from(*v)),
+                ParamValue::Text(text) => write_text(w, text),
+                ParamValue::Unparsed(bytes) => write_hex_upper(w, bytes),
+            }
+            w.end_object();
+        }
+        w.end_array();
+        w.key("Time");
+        self.time.write_json(w);
+        w.member_u64("Total", self.total);
+    }
 }
 
 /// Parameter query command (0x80 from the platform): time, count, ids.
@@ -241,5 +264,18 @@ impl ParamQuery {
         map.insert("Time".to_owned(), self.time.to_json());
         map.insert("Total".to_owned(), Value::from(self.ids.len()));
         map.insert("Ids".to_owned(), self.ids.iter().map(|id| Value::from(*id)).collect());
+    }
+
+    /// `Ids, Time, Total` in key order.
+    pub(crate) fn write_json_members(&self, w: &mut JsonWriter<'_>) {
+        w.key("Ids");
+        w.begin_array();
+        for id in &self.ids {
+            w.u64(u64::from(*id));
+        }
+        w.end_array();
+        w.key("Time");
+        self.time.write_json(w);
+        w.member_u64("Total", self.ids.len() as u64);
     }
 }

@@ -87,6 +87,19 @@ pub fn logout_reply(logout: &Frame, flag: ResponseFlag, now: Time) -> Result<Fra
     reply(logout, flag, ReplyData::Echo(now))
 }
 
+/// Platform login (0x05) or logout (0x06) reply, shaped like the vehicle login reply (Annex
+/// B.3.3.2: flag and time changed, the rest echoed). EMQX sends none; the standard's platform
+/// link has the receiving platform answer both.
+pub fn platform_reply(request: &Frame, flag: ResponseFlag, now: Time) -> Result<Frame, ReplyError> {
+    reply(request, flag, ReplyData::Echo(now))
+}
+
+/// Key exchange (0x0B) reply: the flag alone. The data unit has no time to keep, and the 2025
+/// rule deletes the rest.
+pub fn key_exchange_reply(request: &Frame, flag: ResponseFlag) -> Result<Frame, ReplyError> {
+    reply(request, flag, ReplyData::Empty)
+}
+
 /// Real-time / re-issue (0x02/0x03) reply. Valid reports get no reply; this is for the error
 /// reply after a check error: the report's own time, the rest deleted (2025 and the 2016 main
 /// body).

@@ -175,6 +175,18 @@ impl Time {
             "Second": self.second,
         })
     }
+
+    /// Writes [`Time::to_json`]'s object (members in key order).
+    pub(crate) fn write_json(self, w: &mut crate::protocol::json::JsonWriter<'_>) {
+        w.begin_object();
+        w.member_u64("Day", self.day);
+        w.member_u64("Hour", self.hour);
+        w.member_u64("Minute", self.minute);
+        w.member_u64("Month", self.month);
+        w.member_u64("Second", self.second);
+        w.member_u64("Year", self.year);
+        w.end_object();
+    }
 }
 
 /// The 17-byte unique id (VIN), raw as on the wire (padding included).

@@ -10,8 +10,9 @@ use bytes::BufMut;
 use serde_json::{Map, Value};
 
 use super::error::{BodyError, EncodeError};
-use super::json::text_value;
+use super::json::{text_value, write_text};
 use super::types::Time;
+use crate::protocol::json::JsonWriter;
 
 /// A cursor over one data unit. Every read checks the remaining length first.
 #[derive(Debug, Clone)]
@@ -106,6 +107,8 @@ pub(crate) trait WireField: Sized {
     fn read(r: &mut Reader<'_>) -> Result<Self, BodyError>;
     fn write(&self, out: &mut Vec<u8>);
     fn to_json(&self) -> Value;
+    /// Writes the field's EMQX JSON value.
+    fn write_json(&self, w: &mut JsonWriter<'_>);
 }
 
 impl WireField for u8 {
@@ -117,6 +120,9 @@ impl WireField for u8 {
     }
     fn to_json(&self) -> Value {
         Value::from(*self)
+    }
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.u64(u64::from(*self));
     }
 }
 
@@ -130,6 +136,9 @@ impl WireField for u16 {
     fn to_json(&self) -> Value {
         Value::from(*self)
     }
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.u64(u64::from(*self));
+    }
 }
 
 impl WireField for u32 {
@@ -141,6 +150,9 @@ impl WireField for u32 {
     }
     fn to_json(&self) -> Value {
         Value::from(*self)
+    }
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        w.u64(u64::from(*self));
     }
 }
 
@@ -156,6 +168,9 @@ impl<const N: usize> WireField for [u8; N] {
     fn to_json(&self) -> Value {
         text_value(self)
     }
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        write_text(w, self);
+    }
 }
 
 impl WireField for Time {
@@ -167,6 +182,9 @@ impl WireField for Time {
     }
     fn to_json(&self) -> Value {
         Time::to_json(*self)
+    }
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        Time::write_json(*self, w);
     }
 }
 
@@ -184,6 +202,9 @@ impl WireField for TextToEnd {
     }
     fn to_json(&self) -> Value {
         text_value(&self.0)
+    }
+    fn write_json(&self, w: &mut JsonWriter<'_>) {
+        write_text(w, &self.0);
     }
 }
 
@@ -222,6 +243,25 @@ macro_rules! wire_record {
                         $crate::protocol::gbt32960::wire::WireField::to_json(&self.$field),
                     );
                 )*
+            }
+
+            /// Writes the record's members (its EMQX keys, in key order) into the open object.
+            #[allow(dead_code)] // records that only appear inside composites write their fields one by one
+            pub(crate) fn write_json_members(&self, w: &mut $crate::protocol::json::JsonWriter<'_>) {
+                const KEYS: &[&str] = &[$($key),*];
+                const ORDER: [usize; KEYS.len()] = $crate::protocol::json::key_order(KEYS);
+                type Member = fn(&$name, &mut $crate::protocol::json::JsonWriter<'_>);
+                let members: [Member; KEYS.len()] = [$(
+                    |record: &$name, w: &mut $crate::protocol::json::JsonWriter<'_>| {
+                        w.key($key);
+                        $crate::protocol::gbt32960::wire::WireField::write_json(&record.$field, w);
+                    },
+                )*];
+                for index in ORDER {
+                    if let Some(member) = members.get(index) {
+                        member(self, w);
+                    }
+                }
             }
         }
     };
@@ -341,6 +381,20 @@ impl<T> Listed<T> {
             write_item(item, out)?;
         }
         Ok(())
+    }
+
+    /// Writes the count (a marker count as its wire value) as a JSON number.
+    pub(crate) fn write_json_count(&self, w: &mut JsonWriter<'_>, width: CountWidth) {
+        w.u64(u64::from(self.wire_count(width)));
+    }
+
+    /// Writes the items as a JSON array.
+    pub(crate) fn write_json_items(&self, w: &mut JsonWriter<'_>, mut item_json: impl FnMut(&T, &mut JsonWriter<'_>)) {
+        w.begin_array();
+        for item in self.items() {
+            item_json(item, w);
+        }
+        w.end_array();
     }
 
     /// Adds `"<count_key>": count, "<list_key>": [items]` to an EMQX JSON object.

@@ -12,10 +12,12 @@ use super::commands::VehicleControl;
 use super::error::EncodeError;
 use super::header::{Edition, Header};
 use super::location::{Location, LocationBasic, LocationExtra, LocationReply, IO_STATUS_BITS, VEHICLE_SIGNAL_BITS};
+use super::media::MediaEvent;
 use super::message::{is_modelled, Body, Message};
 use super::params::{Param, ParamValue};
 use super::text::{base64_encode, TextEncoding};
 use super::wire::{bcd_to_string, trim_nul};
+use crate::protocol::json::{base64_into, key_order, JsonWriter};
 
 impl Message {
     /// `{"header":{...},"body":{...}}` as EMQX publishes it. Fails only for a hand-built message
@@ -306,4 +308,526 @@ fn extras_json(location: &Location) -> Map<String, Value> {
         out.insert("trailing".into(), base64_encode(&location.trailing).into());
     }
     out
+}
+
+// ---- Direct writing: the same JSON as above, bytes straight from the typed message. ----
+
+impl Message {
+    /// Appends `{"header":{...},"body":{...}}`, serialised, to `out`: the bytes of
+    /// `serde_json::to_vec(&self.to_json(text)?)` without the `Value` tree. Fails only for a
+    /// hand-built message that cannot be encoded.
+    pub fn write_json(&self, text: TextEncoding, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let body_len = self.body_len()?;
+        let mut w = JsonWriter::new(out);
+        w.begin_object();
+        w.key("body");
+        write_body_json(&mut w, &self.body, &self.header, text);
+        w.key("header");
+        write_header_json(&mut w, &self.header, body_len);
+        w.end_object();
+        Ok(())
+    }
+
+    /// [`Message::write_json`] into a new buffer.
+    pub fn to_json_bytes(&self, text: TextEncoding) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(512);
+        self.write_json(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// The encoded body's length (the header's `len` in JSON) without encoding a location.
+    fn body_len(&self) -> Result<usize, EncodeError> {
+        match &self.body {
+            Body::Location(location) if self.body.msg_id() == Some(self.header.msg_id) => location.encoded_len(),
+            _ => Ok(self.encode_body()?.len()),
+        }
+    }
+}
+
+/// [`header_json`] written directly (members in key order).
+pub fn write_header_json(w: &mut JsonWriter<'_>, header: &Header, body_len: usize) {
+    w.begin_object();
+    w.member_u64("encrypt", header.encryption);
+    if let Some(sub) = header.subpackage {
+        w.member_u64("frag_sn", sub.index);
+        w.member_u64("frag_total", sub.total);
+    }
+    w.member_u64("len", body_len as u64);
+    w.member_u64("msg_id", header.msg_id);
+    w.member_u64("msg_sn", header.serial);
+    w.key("phone");
+    w.str_with(|out| bcd_into(out, header.phone.as_bcd()));
+    if let Some(version) = header.protocol_version {
+        w.member_u64("proto_ver", version);
+    }
+    w.end_object();
+}
+
+/// BCD digits as lowercase hex nibbles (what [`bcd_to_string`] gives), appended.
+fn bcd_into(out: &mut Vec<u8>, bcd: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bcd {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0F)]);
+    }
+}
+
+fn write_text(w: &mut JsonWriter<'_>, text: TextEncoding, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        // Both encodings map ASCII to itself.
+        Ok(ascii) if bytes.is_ascii() => w.str(ascii),
+        _ => w.str(&text.decode(bytes)),
+    }
+}
+
+fn write_base64(w: &mut JsonWriter<'_>, bytes: &[u8]) {
+    w.str_with(|out| base64_into(out, bytes));
+}
+
+fn write_u16s(w: &mut JsonWriter<'_>, values: impl IntoIterator<Item = u64>) {
+    w.begin_array();
+    for value in values {
+        w.u64(value);
+    }
+    w.end_array();
+}
+
+/// [`body_json`] written directly (members in key order).
+pub fn write_body_json(w: &mut JsonWriter<'_>, body: &Body, header: &Header, text: TextEncoding) {
+    let edition = if header.is_2019() {
+        Edition::V2019
+    } else {
+        Edition::V2013
+    };
+    let string = |w: &mut JsonWriter<'_>, bytes: &[u8]| write_text(w, text, bytes);
+    let fixed = |w: &mut JsonWriter<'_>, bytes: &[u8]| write_text(w, text, trim_nul(bytes));
+    if let Body::Location(location) = body {
+        return write_location_json(w, location);
+    }
+    w.begin_object();
+    match body {
+        Body::TerminalGeneralReply(reply) | Body::PlatformGeneralReply(reply) => {
+            w.member_u64("id", reply.reply_id);
+            w.member_u64("result", reply.result);
+            w.member_u64("seq", reply.reply_serial);
+        }
+        Body::Heartbeat(vendor) if !vendor.is_empty() => {
+            w.key("data");
+            write_base64(w, vendor);
+        }
+        Body::Heartbeat(_)
+        | Body::Logout
+        | Body::ServerTimeQuery
+        | Body::QueryAllParams
+        | Body::QueryAttributes
+        | Body::QueryLocation => {}
+        Body::ServerTimeReply(time) => {
+            w.key("time");
+            w.str_with(|out| bcd_into(out, &time.0));
+        }
+        Body::PlatformResendRequest(request) => {
+            w.key("ids");
+            write_u16s(w, request.indexes.iter().map(|i| u64::from(*i)));
+            w.member_u64("length", request.indexes.len() as u64);
+            w.member_u64("seq", request.first_serial);
+        }
+        Body::TerminalResendRequest(request) => {
+            w.member_u64("count", request.indexes.len() as u64);
+            w.key("ids");
+            write_u16s(w, request.indexes.iter().map(|i| u64::from(*i)));
+            w.member_u64("seq", request.first_serial);
+        }
+        Body::Register(register) => {
+            w.member_u64("city", register.city);
+            w.member_u64("color", register.plate_color);
+            w.key("dev_id");
+            fixed(w, &register.terminal_id);
+            w.key("license_number");
+            string(w, &register.plate);
+            w.key("manufacturer");
+            fixed(w, &register.manufacturer);
+            w.key("model");
+            fixed(w, &register.model);
+            w.member_u64("province", register.province);
+        }
+        Body::RegisterReply(reply) => {
+            if reply.result == 0 || !reply.auth_code.is_empty() {
+                w.key("auth_code");
+                string(w, &reply.auth_code);
+            }
+            w.member_u64("result", reply.result);
+            w.member_u64("seq", reply.reply_serial);
+        }
+        Body::Authenticate(auth) => {
+            w.key("code");
+            string(w, &auth.code);
+            if let Some(ext) = &auth.extension {
+                w.key("imei");
+                fixed(w, &ext.imei);
+                w.key("software_version");
+                fixed(w, &ext.software_version);
+            }
+        }
+        Body::SetParams(params) => {
+            w.member_u64("length", params.len() as u64);
+            w.key("params");
+            write_params_json(w, params, edition, text);
+        }
+        Body::TerminalControl(control) => {
+            w.member_u64("command", control.command);
+            w.key("param");
+            string(w, &control.param);
+        }
+        Body::QueryParams(ids) => {
+            w.key("ids");
+            write_u16s(w, ids.iter().map(|i| u64::from(*i)));
+            w.member_u64("length", ids.len() as u64);
+        }
+        Body::ParamsReply(reply) => {
+            w.member_u64("length", reply.params.len() as u64);
+            w.key("params");
+            write_params_json(w, &reply.params, edition, text);
+            w.member_u64("seq", reply.reply_serial);
+        }
+        Body::Attributes(attributes) => {
+            w.member_u64("comm_prop", attributes.comm);
+            w.key("firmware_version");
+            string(w, &attributes.firmware_version);
+            w.member_u64("gnss_prop", attributes.gnss);
+            w.key("hardware_version");
+            string(w, &attributes.hardware_version);
+            w.key("iccid");
+            w.str_with(|out| bcd_into(out, &attributes.iccid));
+            w.key("id");
+            fixed(w, &attributes.terminal_id);
+            w.key("manufacturer");
+            fixed(w, &attributes.manufacturer);
+            w.key("model");
+            fixed(w, &attributes.model);
+            w.member_u64("type", attributes.terminal_type);
+        }
+        Body::Upgrade(upgrade) => {
+            w.key("firmware");
+            write_base64(w, &upgrade.package);
+            w.member_u64("fw_len", upgrade.package.len() as u64);
+            w.key("manufacturer");
+            fixed(w, &upgrade.manufacturer);
+            w.member_u64("type", upgrade.upgrade_type);
+            w.member_u64("ver_len", upgrade.version.len() as u64);
+            w.key("version");
+            string(w, &upgrade.version);
+        }
+        Body::UpgradeResult(result) => {
+            w.member_u64("result", result.result);
+            w.member_u64("type", result.upgrade_type);
+        }
+        Body::Location(_) => {}
+        Body::LocationQueryReply(LocationReply { reply_serial, location }) => {
+            w.key("params");
+            write_location_json(w, location);
+            w.member_u64("seq", *reply_serial);
+        }
+        Body::VehicleControlReply(LocationReply { reply_serial, location }) => {
+            w.key("location");
+            write_location_json(w, location);
+            w.member_u64("seq", *reply_serial);
+        }
+        Body::TemporaryTracking(tracking) => {
+            w.member_u64("expiry", tracking.validity);
+            w.member_u64("period", tracking.interval);
+        }
+        Body::TextMessage(message) => {
+            w.member_u64("flag", message.flags);
+            w.key("text");
+            string(w, &message.text);
+            if let Some(text_type) = message.text_type {
+                w.member_u64("text_type", text_type);
+            }
+        }
+        Body::VehicleControl(VehicleControl::Flags(flags)) => w.member_u64("flag", *flags),
+        Body::VehicleControl(VehicleControl::Controls { count, items }) => {
+            w.member_u64("count", *count);
+            w.key("data");
+            write_base64(w, items);
+        }
+        Body::BatchLocation(batch) => {
+            w.member_u64("length", batch.items.len() as u64);
+            w.key("location");
+            w.begin_array();
+            for item in &batch.items {
+                write_location_json(w, item);
+            }
+            w.end_array();
+            w.member_u64("type", batch.location_type);
+        }
+        Body::MediaEvent(event) => write_media_event_members(w, event),
+        Body::MediaUpload(upload) => {
+            let event = &upload.event;
+            w.member_u64("channel", event.channel);
+            w.member_u64("event", event.event);
+            w.member_u64("format", event.format);
+            w.member_u64("id", event.media_id);
+            if let Some(location) = &upload.location {
+                w.key("location");
+                w.begin_object();
+                write_basic_members(w, location, |_| {});
+                w.end_object();
+            }
+            w.key("multimedia");
+            write_base64(w, &upload.data);
+            w.member_u64("type", event.media_type);
+        }
+        Body::MediaUploadReply(reply) => {
+            w.member_u64("length", reply.retransmit.len() as u64);
+            w.member_u64("mm_id", reply.media_id);
+            w.key("retx_ids");
+            write_u16s(w, reply.retransmit.iter().map(|i| u64::from(*i)));
+        }
+        Body::UplinkPassThrough(data) | Body::DownlinkPassThrough(data) => {
+            w.key("data");
+            write_base64(w, &data.data);
+            w.member_u64("type", data.kind);
+        }
+        Body::CompressedUpload(data) => {
+            w.key("data");
+            write_base64(w, data);
+            w.member_u64("length", data.len() as u64);
+        }
+        Body::Raw(bytes) if is_modelled(header.msg_id) => {
+            w.key("data");
+            write_base64(w, bytes);
+            w.key("undecoded");
+            w.bool(true);
+        }
+        Body::Raw(bytes) => {
+            w.key("data");
+            write_base64(w, bytes);
+            w.key("unknown_id");
+            w.bool(true);
+        }
+    }
+    w.end_object();
+}
+
+fn write_media_event_members(w: &mut JsonWriter<'_>, event: &MediaEvent) {
+    w.member_u64("channel", event.channel);
+    w.member_u64("event", event.event);
+    w.member_u64("format", event.format);
+    w.member_u64("id", event.media_id);
+    w.member_u64("type", event.media_type);
+}
+
+fn write_params_json(w: &mut JsonWriter<'_>, params: &[Param], edition: Edition, text: TextEncoding) {
+    w.begin_array();
+    for param in params {
+        w.begin_object();
+        w.member_u64("id", param.id);
+        w.key("value");
+        match param.typed(edition) {
+            ParamValue::Int(v) => w.u64(u64::from(v)),
+            ParamValue::Text(bytes) => w.str(&text.decode(bytes)),
+            ParamValue::Bytes(bytes) => write_base64(w, bytes),
+        }
+        w.end_object();
+    }
+    w.end_array();
+}
+
+/// The basic members in key order, with `extra` written by `extra` in its place (between
+/// `direction` and `latitude`).
+fn write_basic_members(w: &mut JsonWriter<'_>, basic: &LocationBasic, extra: impl FnOnce(&mut JsonWriter<'_>)) {
+    w.member_u64("alarm", basic.alarm);
+    w.member_u64("altitude", basic.altitude);
+    w.member_u64("direction", basic.direction);
+    extra(w);
+    w.member_u64("latitude", basic.latitude);
+    w.member_u64("longitude", basic.longitude);
+    w.member_u64("speed", basic.speed);
+    w.member_u64("status", basic.status);
+    w.key("time");
+    w.str_with(|out| bcd_into(out, &basic.time.0));
+}
+
+/// [`location_json`] written directly.
+pub fn write_location_json(w: &mut JsonWriter<'_>, location: &Location) {
+    w.begin_object();
+    write_basic_members(w, &location.basic, |w| {
+        if !location.extras.is_empty() || !location.trailing.is_empty() {
+            w.key("extra");
+            write_extras_json(w, location);
+        }
+    });
+    w.end_object();
+}
+
+/// `{bit name: 0|1}` for the names of `bits`, members in key order (fixed at compile time).
+fn write_bits_json<const N: usize>(w: &mut JsonWriter<'_>, value: u32, names: &[&str; N], order: &[usize; N]) {
+    w.begin_object();
+    for &bit in order {
+        if let Some(name) = names.get(bit) {
+            w.member_u64(name, (value >> bit) & 1);
+        }
+    }
+    w.end_object();
+}
+
+const VEHICLE_SIGNAL_ORDER: [usize; VEHICLE_SIGNAL_BITS.len()] = key_order(&VEHICLE_SIGNAL_BITS);
+const IO_STATUS_ORDER: [usize; IO_STATUS_BITS.len()] = key_order(&IO_STATUS_BITS);
+
+/// The key an extra has in the `extra` object: its EMQX name, or for a raw id its decimal id.
+#[derive(Debug, Clone, Copy)]
+enum ExtraKey {
+    Name(&'static str),
+    Id([u8; 3], usize),
+}
+
+impl ExtraKey {
+    /// The id in decimal, as `id.to_string()` gives it.
+    fn of_id(id: u8) -> ExtraKey {
+        let (hundreds, tens, ones) = (b'0' + id / 100, b'0' + id / 10 % 10, b'0' + id % 10);
+        match id {
+            100.. => ExtraKey::Id([hundreds, tens, ones], 3),
+            10.. => ExtraKey::Id([tens, ones, 0], 2),
+            _ => ExtraKey::Id([ones, 0, 0], 1),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            ExtraKey::Name(name) => name,
+            ExtraKey::Id(digits, len) => std::str::from_utf8(digits.get(..*len).unwrap_or_default()).unwrap_or(""),
+        }
+    }
+}
+
+fn extra_key(extra: &LocationExtra) -> ExtraKey {
+    ExtraKey::Name(match extra {
+        LocationExtra::Mileage(_) => "mileage",
+        LocationExtra::Fuel(_) => "fuel_meter",
+        LocationExtra::RecorderSpeed(_) => "speed",
+        LocationExtra::AlarmEventId(_) => "alarm_id",
+        LocationExtra::TyrePressure(_) => "tire_pressure",
+        LocationExtra::CarriageTemperature(_) => "carriage_temp",
+        LocationExtra::Overspeed { .. } => "overspeed_alarm",
+        LocationExtra::AreaRoute { .. } => "in_out_alarm",
+        LocationExtra::SegmentTime { .. } => "path_time_alarm",
+        LocationExtra::VehicleSignals(_) => "signal",
+        LocationExtra::IoStatus(_) => "io_status",
+        LocationExtra::Analog(_) => "analog",
+        LocationExtra::SignalStrength(_) => "rssi",
+        LocationExtra::SatelliteCount(_) => "gnss_sat_num",
+        LocationExtra::Raw { id, .. } => return ExtraKey::of_id(*id),
+    })
+}
+
+fn write_extra_value(w: &mut JsonWriter<'_>, extra: &LocationExtra) {
+    match extra {
+        LocationExtra::Mileage(v) => w.u64(u64::from(*v)),
+        LocationExtra::Fuel(v) | LocationExtra::RecorderSpeed(v) | LocationExtra::AlarmEventId(v) => {
+            w.u64(u64::from(*v))
+        }
+        LocationExtra::TyrePressure(v) => write_base64(w, v),
+        LocationExtra::CarriageTemperature(_) => w.i64(i64::from(extra.carriage_celsius().unwrap_or_default())),
+        LocationExtra::Overspeed { location_type, area_id } => {
+            w.begin_object();
+            if let Some(id) = area_id {
+                w.member_u64("id", *id);
+            }
+            w.member_u64("type", *location_type);
+            w.end_object();
+        }
+        LocationExtra::AreaRoute {
+            location_type,
+            area_id,
+            direction,
+        } => {
+            w.begin_object();
+            w.member_u64("direction", *direction);
+            w.member_u64("id", *area_id);
+            w.member_u64("type", *location_type);
+            w.end_object();
+        }
+        LocationExtra::SegmentTime {
+            segment_id,
+            seconds,
+            result,
+        } => {
+            w.begin_object();
+            w.member_u64("id", *segment_id);
+            w.member_u64("result", *result);
+            w.member_u64("time", *seconds);
+            w.end_object();
+        }
+        LocationExtra::VehicleSignals(v) => write_bits_json(w, *v, &VEHICLE_SIGNAL_BITS, &VEHICLE_SIGNAL_ORDER),
+        LocationExtra::IoStatus(v) => write_bits_json(w, u32::from(*v), &IO_STATUS_BITS, &IO_STATUS_ORDER),
+        LocationExtra::Analog(v) => {
+            w.begin_object();
+            w.member_u64("ad0", v & 0xFFFF);
+            w.member_u64("ad1", v >> 16);
+            w.end_object();
+        }
+        LocationExtra::SignalStrength(v) | LocationExtra::SatelliteCount(v) => w.u64(u64::from(*v)),
+        LocationExtra::Raw { value, .. } => write_base64(w, value),
+    }
+}
+
+/// Most reports carry a handful of extras; more are sorted on the heap.
+const INLINE_EXTRAS: usize = 16;
+
+/// The `extra` object: extras by key (a repeated key keeps the last, as the map does), raw ids
+/// from 0xE1 under `custome`, then `trailing`.
+fn write_extras_json(w: &mut JsonWriter<'_>, location: &Location) {
+    let is_custom =
+        |extra: &LocationExtra| matches!(extra, LocationExtra::Raw { id, .. } if *id >= FIRST_CUSTOM_EXTRA_ID);
+    let mut plain: Vec<(ExtraKey, &LocationExtra)> = Vec::with_capacity(location.extras.len().min(INLINE_EXTRAS));
+    let mut custom: Vec<(ExtraKey, &LocationExtra)> = Vec::new();
+    for extra in &location.extras {
+        let entry = (extra_key(extra), extra);
+        if is_custom(extra) {
+            custom.push(entry);
+        } else {
+            plain.push(entry);
+        }
+    }
+    // Stable: among equal keys the later extra stays later and wins below.
+    plain.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    custom.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let keys_after_custom = |key: &str| key > "custome";
+    w.begin_object();
+    let mut wrote_custom = custom.is_empty();
+    for (index, (key, extra)) in plain.iter().enumerate() {
+        if plain.get(index + 1).is_some_and(|next| next.0.as_str() == key.as_str()) {
+            continue;
+        }
+        if !wrote_custom && keys_after_custom(key.as_str()) {
+            write_custom(w, &custom);
+            wrote_custom = true;
+        }
+        w.key(key.as_str());
+        write_extra_value(w, extra);
+    }
+    if !wrote_custom {
+        write_custom(w, &custom);
+    }
+    if !location.trailing.is_empty() {
+        w.key("trailing");
+        write_base64(w, &location.trailing);
+    }
+    w.end_object();
+}
+
+fn write_custom(w: &mut JsonWriter<'_>, custom: &[(ExtraKey, &LocationExtra)]) {
+    w.key("custome");
+    w.begin_object();
+    for (index, (key, extra)) in custom.iter().enumerate() {
+        if custom
+            .get(index + 1)
+            .is_some_and(|next| next.0.as_str() == key.as_str())
+        {
+            continue;
+        }
+        w.key(key.as_str());
+        write_extra_value(w, extra);
+    }
+    w.end_object();
 }

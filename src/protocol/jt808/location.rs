@@ -1,11 +1,13 @@
 //! Location bodies: 0x0200 report, 0x0201/0x0500 replies that carry one, 0x0704 batches.
 //!
 //! Owns the 28-byte basic information and the TLV extras after it. Extras are walked by their
-//! length byte; an id is decoded only when its length (and, for 0x05/0x06, the 2019 edition) is the
-//! one the standard gives, otherwise it is kept raw, so vendor reuse of ids (0x05 len 1, 0x64,
-//! 0xEB, JT/T 1078's 0x14-0x18) never breaks a report. Bit fields 0x25/0x2A use the standard's
-//! order (bit 0 = least significant bit). Must not scale or sign-convert values: the JSON carries
-//! raw wire integers like EMQX.
+//! length byte; an id is decoded only when its length is the one the standard gives, otherwise it
+//! is kept raw, so vendor reuse of ids (0x05 len 1, 0x64, 0xEB, JT/T 1078's 0x14-0x18) never
+//! breaks a report. The rule is the same in every edition: the extras 2019 added, 0x05 (tyre
+//! pressure, 30 bytes) and 0x06 (carriage temperature, 2 bytes), are decoded from 2011/2013
+//! terminals too, which send them (EMQX reads them in every edition). Bit fields 0x25/0x2A use
+//! the standard's order (bit 0 = least significant bit). Must not scale or sign-convert values:
+//! the JSON carries raw wire integers like EMQX.
 
 use super::error::{BodyError, EncodeError};
 use super::header::Edition;
@@ -95,9 +97,10 @@ pub enum LocationExtra {
     RecorderSpeed(u16),
     /// 0x04: id of an alarm event needing manual confirmation.
     AlarmEventId(u16),
-    /// 0x05 (2019, 30 bytes): tyre pressures in Pa, 0xFF = invalid.
+    /// 0x05 (defined in 2019, 30 bytes; read in every edition): tyre pressures in Pa, 0xFF = invalid.
     TyrePressure(Vec<u8>),
-    /// 0x06 (2019): carriage temperature, raw WORD; see [`LocationExtra::carriage_celsius`].
+    /// 0x06 (defined in 2019, 2 bytes; read in every edition): carriage temperature, raw WORD; see
+    /// [`LocationExtra::carriage_celsius`].
     CarriageTemperature(u16),
     /// 0x11: overspeed; the area id is present unless the location type is 0.
     Overspeed {
@@ -144,16 +147,17 @@ pub enum LocationExtra {
 }
 
 impl LocationExtra {
-    /// Interprets one TLV; unknown ids and unexpected lengths stay raw.
-    pub fn from_wire(id: u8, value: &[u8], edition: Edition) -> LocationExtra {
-        let is_2019 = edition == Edition::V2019;
+    /// Interprets one TLV by id and length; unknown ids and unexpected lengths stay raw. The
+    /// edition does not change the reading (see the module header); it is taken so callers need
+    /// not know that.
+    pub fn from_wire(id: u8, value: &[u8], _edition: Edition) -> LocationExtra {
         match (id, value) {
             (0x01, &[a, b, c, d]) => LocationExtra::Mileage(u32::from_be_bytes([a, b, c, d])),
             (0x02, &[a, b]) => LocationExtra::Fuel(u16::from_be_bytes([a, b])),
             (0x03, &[a, b]) => LocationExtra::RecorderSpeed(u16::from_be_bytes([a, b])),
             (0x04, &[a, b]) => LocationExtra::AlarmEventId(u16::from_be_bytes([a, b])),
-            (0x05, bytes) if is_2019 && bytes.len() == 30 => LocationExtra::TyrePressure(bytes.to_vec()),
-            (0x06, &[a, b]) if is_2019 => LocationExtra::CarriageTemperature(u16::from_be_bytes([a, b])),
+            (0x05, bytes) if bytes.len() == 30 => LocationExtra::TyrePressure(bytes.to_vec()),
+            (0x06, &[a, b]) => LocationExtra::CarriageTemperature(u16::from_be_bytes([a, b])),
             (0x11, &[location_type]) => LocationExtra::Overspeed {
                 location_type,
                 area_id: None,
@@ -229,6 +233,23 @@ impl LocationExtra {
         }
     }
 
+    /// The length of the value bytes [`LocationExtra::to_wire`] gives, without building them.
+    pub fn value_len(&self) -> usize {
+        match self {
+            LocationExtra::Mileage(_) | LocationExtra::VehicleSignals(_) | LocationExtra::Analog(_) => 4,
+            LocationExtra::Fuel(_)
+            | LocationExtra::RecorderSpeed(_)
+            | LocationExtra::AlarmEventId(_)
+            | LocationExtra::CarriageTemperature(_)
+            | LocationExtra::IoStatus(_) => 2,
+            LocationExtra::TyrePressure(value) | LocationExtra::Raw { value, .. } => value.len(),
+            LocationExtra::Overspeed { area_id, .. } => 1 + if area_id.is_some() { 4 } else { 0 },
+            LocationExtra::AreaRoute { .. } => 6,
+            LocationExtra::SegmentTime { .. } => 7,
+            LocationExtra::SignalStrength(_) | LocationExtra::SatelliteCount(_) => 1,
+        }
+    }
+
     /// Carriage temperature in °C for a 0x06 extra, read as the 2019 text says: the top bit is
     /// the sign and the rest the magnitude (EMQX reads two's complement instead; see the report).
     pub fn carriage_celsius(&self) -> Option<i32> {
@@ -271,6 +292,23 @@ impl Location {
             extras,
             trailing: rest.to_vec(),
         })
+    }
+
+    /// The length [`Location::encode`] writes (and the same error when it cannot).
+    pub(crate) fn encoded_len(&self) -> Result<usize, EncodeError> {
+        let mut len = LOCATION_BASIC_LEN + self.trailing.len();
+        for extra in &self.extras {
+            let value = extra.value_len();
+            if value > usize::from(u8::MAX) {
+                return Err(EncodeError::FieldTooLong {
+                    field: "location extra",
+                    len: value,
+                    max: usize::from(u8::MAX),
+                });
+            }
+            len += 2 + value;
+        }
+        Ok(len)
     }
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
