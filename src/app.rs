@@ -18,8 +18,14 @@ use crate::store::{Store, StoreOptions};
 use crate::time::now_ms;
 use crate::uplink::{self, UplinkSettings};
 
-/// Version string reported on the status topic and `--version`.
+/// Version of the crate this binary was built from; what it reports is [`version`] (its stamp).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Version string reported on the status topic, the web page and `--version`: the binary's
+/// version stamp (see [`crate::ops::ota::version`]).
+pub fn version() -> &'static str {
+    crate::ops::ota::version::current()
+}
 
 /// Extra sources started beside the configured ones.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +49,8 @@ pub struct Appliance {
     pub registry: Arc<crate::fusion::Registry>,
     /// Where the web page is served (when `web` is configured).
     pub web: Option<std::net::SocketAddr>,
+    /// Updates of roadedge itself (`ota.*` commands, the web page's Update page).
+    pub ota: Arc<crate::ops::ota::OtaService>,
 }
 
 /// Delays between attempts to open a database that is busy, locked by another instance,
@@ -107,6 +115,16 @@ pub async fn run_with(
     started: impl FnOnce(&Appliance),
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    // Before the store: a new version that keeps failing before its health gate is rolled back.
+    let ota = crate::ops::ota::OtaService::new(
+        config
+            .ota
+            .as_ref()
+            .map(|o| crate::ops::ota::OtaSettings::new(o, &config.storage.path)),
+    );
+    if ota.boot() == crate::ops::ota::BootAction::Restart {
+        return Err(crate::ops::ota::RestartRequired("previous").into());
+    }
     let store_options = StoreOptions {
         path: config.storage.path.clone(),
         max_bytes: config.storage.max_bytes,
@@ -133,7 +151,7 @@ pub async fn run_with(
 
     let edge = EdgeInfo {
         edge_id: config.edge.id.to_string(),
-        version: VERSION.to_string(),
+        version: version().to_string(),
         started_ms: now_ms(),
     };
     let plane = Arc::new(
@@ -150,6 +168,7 @@ pub async fn run_with(
         .await
         .context("opening the identity registry")?;
     crate::fusion::registry::register_actions(registry.clone(), plane.edge_actions());
+    ota.attach(plane.clone(), alarms.clone(), metrics.clone());
     match plane.requeue_in_flight().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(n, "commands delivered before the restart are queued again"),
@@ -172,7 +191,7 @@ pub async fn run_with(
         url: config.uplink.url.clone(),
         tls,
         edge_id: config.edge.id.to_string(),
-        version: VERSION.to_string(),
+        version: version().to_string(),
         prefix: config.uplink.topic_prefix.clone(),
         keep_alive: config.uplink.keep_alive,
         max_inflight: config.uplink.max_inflight,
@@ -245,6 +264,7 @@ pub async fn run_with(
                 alarms: alarms.clone(),
                 readers: readers.clone(),
                 registry: registry.clone(),
+                ota: ota.clone(),
                 gbt32960_enabled: config.gbt32960.is_some(),
                 jt808_enabled: config.jt808.is_some(),
                 core: tokio::runtime::Handle::current(),
@@ -286,11 +306,18 @@ pub async fn run_with(
         readers: readers.clone(),
         registry: registry.clone(),
         web: web_addr,
+        ota: ota.clone(),
     });
     systemd::notify_ready();
-    tracing::info!(edge = %config.edge.id, version = VERSION, "roadedge running");
+    tracing::info!(edge = %config.edge.id, version = version(), "roadedge running");
+    // Reports a decided update and runs the health gate of a new version.
+    intake.push(tokio::spawn(ota.clone().after_start(intake_stop.clone())));
 
-    shutdown.cancelled().await;
+    let restart = ota.restart_token();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = restart.cancelled() => tracing::warn!("stopping to restart into the {} binary", ota.restart_kind()),
+    }
     systemd::notify_stopping();
     tracing::info!("shutting down");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
@@ -304,5 +331,8 @@ pub async fn run_with(
     }
     let _ = tokio::time::timeout_at(deadline, store.close()).await;
     tracing::info!("stopped");
+    if restart.is_cancelled() {
+        return Err(crate::ops::ota::RestartRequired(ota.restart_kind()).into());
+    }
     Ok(())
 }

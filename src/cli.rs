@@ -19,15 +19,17 @@ struct Cli {
     command: Command,
 }
 
+/// `VERSION (target, profile)`; the version is the binary's stamp (OTA reads it from here).
 fn long_version() -> &'static str {
-    concat!(
-        env!("CARGO_PKG_VERSION"),
-        " (",
-        env!("ROADEDGE_BUILD_TARGET"),
-        ", ",
-        env!("ROADEDGE_BUILD_PROFILE"),
-        ")"
-    )
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} ({}, {})",
+            app::version(),
+            env!("ROADEDGE_BUILD_TARGET"),
+            env!("ROADEDGE_BUILD_PROFILE")
+        )
+    })
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +225,12 @@ fn runtime_block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) ->
     match runtime.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(restart) = e.downcast_ref::<crate::ops::ota::RestartRequired>() {
+                // Not a failure: the service manager (Restart=on-failure) starts the binary now
+                // in place.
+                tracing::warn!("{restart}: exiting with {}", crate::ops::ota::RESTART_EXIT_CODE);
+                return ExitCode::from(crate::ops::ota::RESTART_EXIT_CODE);
+            }
             tracing::error!("{e:#}");
             eprintln!("roadedge: {e:#}");
             ExitCode::from(1)

@@ -73,6 +73,8 @@ pub struct StoreCounters {
 pub struct UplinkCounters {
     pub connected: AtomicU64,
     pub published_total: AtomicU64,
+    /// PUBACKs of any publish (records, status); the OTA health gate waits for one.
+    pub pubacks_total: AtomicU64,
     pub reconnects_total: AtomicU64,
     pub commands_total: AtomicU64,
     /// Commands delivered again by the broker (same request id), not run or queued twice.

@@ -120,6 +120,8 @@ pub enum Outcome {
     Rejected(String),
     /// The TTL passed while the device was offline (set by the plane itself).
     Expired,
+    /// Executed and failed, with what happened (e.g. an update that was rolled back).
+    Failed(String),
 }
 
 /// Implemented by each device gateway (GB/T 32960, JT/T 808, GB/T 37987).
@@ -636,25 +638,41 @@ impl CommandPlane {
         }))
     }
 
-    /// Appends an edge command's result and remembers its request id, in one transaction.
+    /// Appends an edge command's result and remembers its request id, in one transaction; a
+    /// request id that already has its result gets no second one.
     async fn record_edge_result(&self, request_id: &str, outcome: Outcome) -> Result<(), StoreError> {
+        self.finish_edge_command(request_id, outcome).await.map(|_| ())
+    }
+
+    /// Ends the edge command `request_id` with `outcome` from outside its action: for actions
+    /// whose end comes later than their call (an update confirmed after the restart it needs).
+    /// Exactly once per request id (also across restarts): returns whether this call recorded it.
+    pub async fn finish_edge_command(&self, request_id: &str, outcome: Outcome) -> Result<bool, StoreError> {
         let record = result_record(&Target::Edge, request_id, &outcome, &self.edge.edge_id);
         let (rid, state) = (request_id.to_string(), outcome_state(&outcome));
-        self.store
+        let recorded = self
+            .store
             .write(move |ctx| {
                 if !rid.is_empty() {
                     let now = now_ms();
-                    ctx.conn().execute(
+                    let inserted = ctx.conn().execute(
                         "INSERT INTO commands(target, request_id, payload, state, created_ms, expires_ms, finished_ms)
-                         VALUES ('edge', ?1, x'', ?2, ?3, ?3, ?3)",
+                         SELECT 'edge', ?1, x'', ?2, ?3, ?3, ?3
+                         WHERE NOT EXISTS (SELECT 1 FROM commands WHERE target = 'edge' AND request_id = ?1)",
                         params![rid, state, now],
-                    )?;
+                    )? == 1;
+                    if !inserted {
+                        return Ok(false);
+                    }
                 }
-                ctx.append(&record)
+                ctx.append(&record)?;
+                Ok(true)
             })
             .await?;
-        self.notify(&Target::Edge.key(), request_id, &outcome);
-        Ok(())
+        if recorded {
+            self.notify(&Target::Edge.key(), request_id, &outcome);
+        }
+        Ok(recorded)
     }
 
     async fn append_result(&self, target: &Target, request_id: &str, outcome: Outcome) -> Result<(), StoreError> {
@@ -688,6 +706,7 @@ fn outcome_state(outcome: &Outcome) -> &'static str {
         Outcome::Timeout => "timeout",
         Outcome::Rejected(_) => "rejected",
         Outcome::Expired => "expired",
+        Outcome::Failed(_) => "failed",
     }
 }
 
@@ -708,6 +727,10 @@ fn result_record(target: &Target, request_id: &str, outcome: &Outcome, edge_id: 
         }
         Outcome::Rejected(reason) => {
             body["result"] = json!("rejected");
+            body["error"] = json!(reason);
+        }
+        Outcome::Failed(reason) => {
+            body["result"] = json!("failed");
             body["error"] = json!(reason);
         }
     }

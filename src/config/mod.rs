@@ -335,7 +335,39 @@ pub struct LoggingConfig {
 
 #[derive(Debug, Clone)]
 pub struct OtaConfig {
+    /// ed25519 public key (SubjectPublicKeyInfo PEM) that signs updates.
     pub public_key_file: PathBuf,
+    /// A new version must show health within this, else it is rolled back.
+    pub confirm_within: Duration,
+    /// What a binary-swap update replaces; `None`: the running executable.
+    pub binary_path: Option<PathBuf>,
+    pub installer: OtaInstaller,
+    /// Largest update file accepted (download, upload, path).
+    pub max_bytes: u64,
+    /// CA bundle for HTTPS downloads; `None`: the system's bundle.
+    pub ca_file: Option<PathBuf>,
+    /// A download with no byte for this long is stalled (resumed, then given up).
+    pub stall_timeout: Duration,
+    /// A download must finish within this.
+    pub download_timeout: Duration,
+    /// Run after a RAUC installation to boot the new slot (and after a RAUC rollback).
+    pub reboot_command: Vec<String>,
+}
+
+/// How updates are installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtaInstaller {
+    /// RAUC when it answers on the system bus, else a binary swap.
+    Auto,
+    /// Always RAUC (bundles).
+    Rauc,
+    /// Always a binary swap.
+    Binary,
+}
+
+impl OtaConfig {
+    pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(300);
+    pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
 }
 
 impl Config {
@@ -940,8 +972,56 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
         );
     }
 
-    let ota = raw.ota.map(|o| OtaConfig {
-        public_key_file: v.file("ota.public_key_file", &o.public_key_file),
+    let ota = raw.ota.map(|o| {
+        let installer = match o.installer.as_deref() {
+            None | Some("auto") => OtaInstaller::Auto,
+            Some("rauc") => OtaInstaller::Rauc,
+            Some("binary") => OtaInstaller::Binary,
+            Some(other) => {
+                v.error(
+                    "ota.installer",
+                    format!("`{other}` is not an installer (expected auto, rauc or binary)"),
+                );
+                OtaInstaller::Auto
+            }
+        };
+        let confirm_within = v.duration(
+            "ota.confirm_within",
+            o.confirm_within.as_deref(),
+            OtaConfig::DEFAULT_CONFIRM_WITHIN,
+        );
+        if confirm_within < Duration::from_secs(1) {
+            v.error("ota.confirm_within", "must be at least 1s");
+        }
+        let max_bytes = v.size("ota.max_bytes", o.max_bytes.as_deref(), OtaConfig::DEFAULT_MAX_BYTES);
+        if max_bytes == 0 {
+            v.error("ota.max_bytes", "must be more than 0");
+        }
+        let stall_timeout = v.duration("ota.stall_timeout", o.stall_timeout.as_deref(), Duration::from_secs(60));
+        if stall_timeout < Duration::from_secs(1) {
+            v.error("ota.stall_timeout", "must be at least 1s");
+        }
+        let reboot_command = o
+            .reboot_command
+            .unwrap_or_else(|| vec!["systemctl".to_string(), "reboot".to_string()]);
+        if reboot_command.is_empty() || reboot_command[0].is_empty() {
+            v.error("ota.reboot_command", "needs a program (e.g. [systemctl, reboot])");
+        }
+        OtaConfig {
+            public_key_file: v.file("ota.public_key_file", &o.public_key_file),
+            confirm_within,
+            binary_path: o.binary_path.map(PathBuf::from),
+            installer,
+            max_bytes,
+            ca_file: o.ca_file.as_deref().map(|f| v.file("ota.ca_file", f)),
+            stall_timeout,
+            download_timeout: v.duration(
+                "ota.download_timeout",
+                o.download_timeout.as_deref(),
+                Duration::from_secs(3600),
+            ),
+            reboot_command,
+        }
     });
 
     let site_given = edge.as_ref().is_some_and(|e| e.site.is_some());

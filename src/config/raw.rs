@@ -213,6 +213,14 @@ pub struct Logging {
 #[serde(deny_unknown_fields)]
 pub struct Ota {
     pub public_key_file: String,
+    pub confirm_within: Option<String>,
+    pub binary_path: Option<String>,
+    pub installer: Option<String>,
+    pub max_bytes: Option<String>,
+    pub ca_file: Option<String>,
+    pub stall_timeout: Option<String>,
+    pub download_timeout: Option<String>,
+    pub reboot_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -140,7 +140,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let shutdown = crate::cli::stop_token(duration);
     let out = Out { stop: shutdown.clone() };
     let mut banner = Vec::new();
-    banner.push(format!("roadedge demo {}", app::VERSION));
+    banner.push(format!("roadedge demo {}", app::version()));
     banner.push(format!("  state directory : {}", dir.display()));
     banner.push(format!("  configuration   : {}", config_path.display()));
     banner.push(format!(

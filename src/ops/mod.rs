@@ -1,9 +1,10 @@
 //! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system
-//! metrics, the edge's own alarms, the RAUC update client.
+//! metrics, the edge's own alarms, the RAUC update client and the OTA service.
 
 pub mod alarms;
 pub mod log_ring;
 pub mod logging;
+pub mod ota;
 pub mod rauc;
 pub mod scheduler;
 pub mod system;

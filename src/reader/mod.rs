@@ -312,7 +312,7 @@ impl ReaderService {
             .map_err(|_| ReaderError::Timeout)?
         {
             Ok(Outcome::Answer(v)) => Ok(v),
-            Ok(Outcome::Rejected(r)) => Err(ReaderError::Rejected(r)),
+            Ok(Outcome::Rejected(r)) | Ok(Outcome::Failed(r)) => Err(ReaderError::Rejected(r)),
             Ok(Outcome::Timeout) | Ok(Outcome::Expired) => Err(ReaderError::Timeout),
             Err(_) => Err(ReaderError::Rejected("the link closed before the command ended".into())),
         }

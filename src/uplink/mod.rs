@@ -340,6 +340,7 @@ impl<'a> Session<'a> {
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
+                self.metrics.uplink.pubacks_total.fetch_add(1, Relaxed);
                 if let Some(Tracked::Row { seq, sent }) = self.inflight.remove(&ack.pkid) {
                     self.metrics
                         .uplink

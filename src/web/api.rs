@@ -1246,6 +1246,10 @@ fn outcome_json(outcome: Result<Option<Outcome>, crate::command::CommandError>, 
             "error": format!("the device was not connected within {PAGE_COMMAND_TTL_S} s"),
             "hint": "check that it is online, then send the command again",
         }),
+        Ok(Some(Outcome::Failed(reason))) => json!({
+            "ok": false, "result": "failed", "error": reason,
+            "hint": "the previous state was kept; read the error, fix its cause and try again",
+        }),
         Ok(None) => json!({
             "ok": false, "result": "pending",
             "error": if device { "no result yet: the device has not finished" } else { "no result yet" },

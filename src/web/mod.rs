@@ -59,6 +59,8 @@ pub struct Services {
     pub readers: Option<Arc<ReaderService>>,
     /// The identity registry (plates, VINs, phones, tags).
     pub registry: Arc<crate::fusion::Registry>,
+    /// Updates of roadedge itself (the Update page).
+    pub ota: Arc<crate::ops::ota::OtaService>,
     /// Whether the vehicle gateways are configured (the vehicles page says so when not).
     pub gbt32960_enabled: bool,
     pub jt808_enabled: bool,
