@@ -443,6 +443,24 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
             };
             command(state, request, body, &session, target).await
         }
+        (Method::GET, ["ota"]) => ok(state.services.ota.status()),
+        (Method::POST, ["ota", "upload"]) => ota_upload(state, request, body).await,
+        (Method::POST, ["ota", "install"]) => {
+            let document = match read_json(request, body).await {
+                Ok(d) => d,
+                Err(r) => return r,
+            };
+            let Some(name) = document.get("name").and_then(Value::as_str) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "`name` (the uploaded update file) is missing",
+                    "upload the update and its .sig first, then install it by name",
+                );
+            };
+            // The same edge command the cloud sends: one implementation, two doors.
+            let command = json!({"action": "ota.install", "upload": name});
+            start_job(state, &session, Target::Edge, command).await
+        }
         (Method::GET, ["edge", "actions"]) => ok(json!({"actions": state.services.plane.edge_actions().names()})),
         (Method::POST, ["edge", "command"]) => command(state, request, body, &session, Target::Edge).await,
         (Method::GET, ["jobs"]) => {
@@ -1039,6 +1057,95 @@ async fn firmware_upload(state: &State, request: &Request, mut body: Body) -> wa
     }
 }
 
+/// `POST /api/ota/upload?name=FILE` with the file as the body: an update or its signature
+/// (`FILE.sig`), streamed into the OTA upload folder (bounded by `ota.max_bytes`; a signature by
+/// 4 KiB). `ota.install` with `upload` then takes it through the same checks as any update.
+async fn ota_upload(state: &State, request: &Request, mut body: Body) -> warp::reply::Response {
+    let ota = &state.services.ota;
+    let Some(dir) = ota.upload_dir() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "updates are not configured on this appliance (no `ota:` section)",
+            "add `ota.public_key_file` to the configuration to enable updates",
+        );
+    };
+    let name = request.query.get("name").cloned().unwrap_or_default();
+    if !crate::ops::ota::valid_upload_name(&name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("`{name}` is not a plain file name"),
+            "rename the file to letters, digits, `.`, `_` and `-` and upload it again",
+        );
+    }
+    let max = if name.ends_with(".sig") { 4096 } else { ota.max_bytes() };
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("{name} is larger than {max} bytes (ota.max_bytes; a signature at most 4096)"),
+            "check that this is the update file for this appliance",
+        )
+    };
+    if request
+        .header("content-length")
+        .and_then(|l| l.parse::<u64>().ok())
+        .is_some_and(|l| l > max)
+    {
+        return too_large();
+    }
+    let part = dir.join(format!(".{name}.part"));
+    let write = async {
+        let mut file = tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| format!("cannot create the file: {e}"))?;
+        let mut written: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|e| format!("the upload broke off: {e}"))?;
+            written += chunk.remaining() as u64;
+            if written > max {
+                return Err("too large".to_string());
+            }
+            while chunk.has_remaining() {
+                let piece = chunk.chunk().to_vec();
+                chunk.advance(piece.len());
+                file.write_all(&piece).await.map_err(|e| format!("writing failed: {e}"))?;
+            }
+        }
+        file.sync_all().await.map_err(|e| format!("writing failed: {e}"))?;
+        Ok(written)
+    };
+    let written = tokio::time::timeout(UPLOAD_TIMEOUT, write).await;
+    let result = match written {
+        Ok(Ok(bytes)) => tokio::fs::rename(&part, dir.join(&name))
+            .await
+            .map(|()| bytes)
+            .map_err(|e| format!("the file could not be put in place: {e}")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("timeout".into()),
+    };
+    match result {
+        Ok(bytes) => {
+            tracing::info!(file = %name, bytes, "web: update file uploaded");
+            ok(json!({"name": name, "bytes": bytes}))
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            match e.as_str() {
+                "too large" => too_large(),
+                "timeout" => error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the upload took longer than 10 minutes",
+                    "check the connection to the appliance and upload again",
+                ),
+                _ => error(
+                    StatusCode::BAD_REQUEST,
+                    &e,
+                    "check free disk space on the Dashboard and upload again",
+                ),
+            }
+        }
+    }
+}
+
 fn vehicles(state: &State) -> warp::reply::Response {
     let plane = &state.services.plane;
     let mut out = serde_json::Map::new();
@@ -1152,10 +1259,15 @@ async fn command(
     session: &Session,
     target: Target,
 ) -> warp::reply::Response {
-    let mut document = match read_json(request, body).await {
+    let document = match read_json(request, body).await {
         Ok(d) => d,
         Err(r) => return r,
     };
+    start_job(state, session, target, document).await
+}
+
+/// Runs `document` as a command on the command plane as a job (see [`command`]).
+async fn start_job(state: &Arc<State>, session: &Session, target: Target, mut document: Value) -> warp::reply::Response {
     let running = state
         .jobs
         .lock()

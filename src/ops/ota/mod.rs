@@ -821,7 +821,18 @@ impl OtaService {
                     Err(e) => return rejected(e),
                 };
                 self.set_progress("staging", &rid, format!("taking the upload {name}"));
-                self.stage_copy(&path, &part, s.config.max_bytes).await
+                // The upload is consumed (moved into staging; its signature read above).
+                let _ = std::fs::remove_file(s.uploads().join(format!("{name}.sig")));
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.len() > s.config.max_bytes => {
+                        let _ = std::fs::remove_file(&path);
+                        Err(format!("the update is {} bytes, more than ota.max_bytes ({})", m.len(), s.config.max_bytes))
+                    }
+                    Ok(m) => std::fs::rename(&path, &part)
+                        .map(|()| m.len())
+                        .map_err(|e| format!("staging the upload failed: {e}")),
+                    Err(_) => Err(format!("no uploaded file `{name}`: upload it first")),
+                }
             }
         };
         if let Err(e) = staged_ok {

@@ -193,6 +193,7 @@ const NAV = [
   { id: 'readers', label: 'Readers', icon: '\u25CE' },
   { id: 'vehicles', label: 'Vehicles', icon: '\u25B8' },
   { id: 'registry', label: 'Registry', icon: '\u2263' },
+  { id: 'update', label: 'Update', icon: '\u21E7' },
   { id: 'activity', label: 'Activity', icon: '\u2630' },
   { id: 'logs', label: 'Logs', icon: '\u2261' },
 ];
@@ -796,7 +797,93 @@ function viewLogs(main) {
   return view;
 }
 
-const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, registry: viewRegistry, activity: viewActivity, logs: viewLogs };
+// ---------- Update (OTA of roadedge itself) ----------
+function uploadFile(file, name, row) {
+  // XHR, not fetch: only XHR reports upload progress.
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', '/api/ota/upload?name=' + encodeURIComponent(name));
+    xhr.setRequestHeader('X-CSRF-Token', S.session.csrf_token);
+    xhr.upload.onprogress = (ev) => {
+      if (ev.lengthComputable) { const p = Math.round(100 * ev.loaded / ev.total); $('.t', row).textContent = name + ': ' + p + ' %'; $('.progress span', row).style.width = p + '%'; }
+    };
+    xhr.onload = () => {
+      let d = {}; try { d = JSON.parse(xhr.responseText); } catch (e) { d = {}; }
+      if (xhr.status === 200) resolve(d); else reject(new ApiError(xhr.status, d.error || 'upload failed', d.hint));
+    };
+    xhr.onerror = () => reject(new ApiError(0, 'the upload broke off', 'check the connection and upload again'));
+    xhr.send(file);
+  });
+}
+const PHASES = { idle: 'idle', downloading: 'downloading', staging: 'staging', verifying: 'checking signature', installing: 'installing', restarting: 'restarting', rebooting: 'rebooting', confirming: 'confirming health', rolling_back: 'rolling back' };
+function viewUpdate(main) {
+  main.append(h('h1', {}, 'Update'));
+  main.append(h('p', {}, 'Install a new version of roadedge. An update is the roadedge binary (or a RAUC bundle) and its signature file (.sig, made with the release key). The appliance checks the signature before it changes anything, restarts into the new version and keeps it only when it reaches the cloud within the confirmation time; otherwise it goes back to the current version by itself.'));
+  const info = h('dl', { class: 'kv', id: 'ota-info' });
+  const progress = h('div', { id: 'ota-progress' });
+  const last = h('div', { id: 'ota-last' });
+  const fileIn = h('input', { id: 'ota-file', type: 'file' });
+  const sigIn = h('input', { id: 'ota-sig', type: 'file', accept: '.sig' });
+  const jobs = h('div', { id: 'ota-jobs' });
+  const install = async () => {
+    const file = fileIn.files[0], sig = sigIn.files[0];
+    if (!file) { toast('bad', 'Pick the update file first.', 'Use the "Update file" field.'); return; }
+    if (!sig) { toast('bad', 'Pick the signature file (.sig) too.', 'It comes with the update; without it the update is refused.'); return; }
+    const name = file.name.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '');
+    const row = h('div', { class: 'job', role: 'status' }, h('div', { class: 'head' }, badge('uploading', 'warn'), h('strong', {}, 'Upload ' + name), h('span', { class: 't' }, '0 %')), h('div', { class: 'progress fixed' }, h('span', { style: 'width:0%' })));
+    jobs.prepend(row);
+    try {
+      await uploadFile(file, name, row);
+      await uploadFile(sig, name + '.sig', row);
+      $('.progress', row).remove();
+      $('.badge', row).replaceWith(badge('uploaded', 'ok'));
+    } catch (e) {
+      $('.progress', row).remove();
+      $('.badge', row).replaceWith(badge('failed', 'bad'));
+      row.append(errorBox(e));
+      return;
+    }
+    const job = await runCommand(jobs, 'Install ' + name, 'POST', '/api/ota/install', { name });
+    refresh();
+    if (job && job.ok) toast('ok', 'Update installed.', 'The new version confirmed its health.');
+  };
+  main.append(h('div', { class: 'grid cols2' },
+    h('section', { class: 'panel' }, h('h2', {}, 'This appliance'), info, h('h3', {}, 'Now'), progress, h('h3', {}, 'Last result'), last),
+    h('section', { class: 'panel' }, h('h2', {}, 'Install an update'),
+      h('label', { for: 'ota-file' }, 'Update file'), fileIn,
+      h('label', { for: 'ota-sig' }, 'Signature file (.sig)'), sigIn,
+      h('div', { class: 'actions' }, h('button', { type: 'button', id: 'ota-install', onclick: install, disabled: !isAdmin() }, 'Upload and install')),
+      isAdmin() ? null : h('p', { class: 'hint' }, 'Log in with an admin account to install updates.'),
+      jobs)));
+  const refresh = async () => {
+    try {
+      const { data } = await api('GET', '/api/ota');
+      clear(info).append(
+        h('dt', {}, 'Current version'), h('dd', { id: 'ota-current' }, data.current_version),
+        h('dt', {}, 'Previous version'), h('dd', {}, data.previous_version || '–'),
+        h('dt', {}, 'Installed by'), h('dd', {}, data.installer === 'auto' ? 'RAUC when present, else binary swap' : data.installer),
+        h('dt', {}, 'Confirmation time'), h('dd', {}, data.confirm_within_s ? data.confirm_within_s + ' s' : '–'),
+        h('dt', {}, 'Largest update'), h('dd', {}, fmtBytes(data.max_bytes)),
+        h('dt', {}, 'Staged update'), h('dd', {}, data.staged ? fmtBytes(data.staged.bytes) : 'none'));
+      const p = data.progress || {};
+      const busy = p.phase && p.phase !== 'idle';
+      clear(progress).append(busy
+        ? h('div', { class: 'job' }, h('div', { class: 'head' }, badge(PHASES[p.phase] || p.phase, 'warn'), h('strong', {}, p.message || ''), h('span', { class: 't' }, p.percent !== null && p.percent !== undefined ? p.percent + ' %' : (p.bytes ? fmtBytes(p.bytes) : ''))),
+          h('div', { class: 'progress fixed' }, h('span', { style: 'width:' + (p.percent || 0) + '%' })))
+        : h('div', { class: 'empty' }, 'No update is running.'));
+      const r = data.last_result;
+      clear(last).append(!r ? h('div', { class: 'empty' }, 'No update was tried yet.')
+        : r.result.ok ? h('div', { class: 'notice ok' }, 'Installed ' + r.result.answer.installed + ' (was ' + r.result.answer.previous + ') at ' + fmtTime(r.at) + '.')
+          : h('div', { class: 'notice bad' }, sentence(r.result.error), h('span', { class: 'hint' }, 'What to do: the running version was kept; fix what the message names (signature, version, file) and install again. ' + fmtTime(r.at))));
+      if (!data.configured) clear(progress).append(h('div', { class: 'notice bad' }, 'Updates are not configured on this appliance.', h('span', { class: 'hint' }, 'What to do: add ota.public_key_file to the configuration.')));
+    } catch (e) { if (e.status === 0) clear(progress).append(h('div', { class: 'notice info' }, 'The appliance does not answer: it may be restarting into the new version. Log in again when it is back.')); }
+  };
+  refresh();
+  S.timers.push(setInterval(refresh, 1000));
+  return {};
+}
+
+const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, registry: viewRegistry, update: viewUpdate, activity: viewActivity, logs: viewLogs };
 
 async function start() {
   layout();
