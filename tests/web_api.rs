@@ -22,6 +22,15 @@ const ADMIN: (&str, &str) = ("admin", "correct horse");
 const VIEWER: (&str, &str) = ("watcher", "look only");
 const LIMIT: Duration = Duration::from_secs(30);
 
+use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
+use ed25519_dalek::Signer;
+use sha2::Digest;
+
+/// The release key of the test world's updates.
+fn ota_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[3u8; 32])
+}
+
 struct World {
     _dir: tempfile::TempDir,
     _broker: Mosquitto,
@@ -71,6 +80,14 @@ impl World {
         let config = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
         let mut text = std::fs::read_to_string(&config).unwrap();
         text.push_str(&extra);
+        // Updates: signed by OTA_KEY, at most 1 MiB (so an oversized upload is cheap).
+        let ota_pub = dir.path().join("ota.pub");
+        std::fs::write(&ota_pub, ota_key().verifying_key().to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+        text.push_str(&format!(
+            "ota: {{public_key_file: {}, binary_path: {}, installer: binary, max_bytes: 1MiB}}\n",
+            ota_pub.display(),
+            dir.path().join("bin/roadedge").display()
+        ));
         std::fs::write(&config, text).unwrap();
         let app = common::start_appliance(&config).await;
         let web = app.web.expect("the web page is served");
@@ -751,5 +768,84 @@ async fn registry_writes_from_the_page_and_from_mqtt_reach_the_same_registry_and
             .await,
         403,
     );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_uploaded_from_the_page_goes_through_the_same_ota_install_as_mqtt_with_one_result() {
+    let w = World::start(false).await;
+    let admin = w.admin().await;
+    let upload = |name: &str, body: Vec<u8>| {
+        let c = &admin;
+        let path = format!("/api/ota/upload?name={name}");
+        async move { c.send("POST", &path, Some(&body), &[]).await }
+    };
+    // The status: this version, nothing uploaded.
+    let status = admin.get("/api/ota").await;
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json()["current_version"], "0.1.0");
+    assert_eq!(status.json()["configured"], true);
+
+    // A signed file that is no roadedge binary: the signature check passes, the version check
+    // refuses it; before its .sig is there it is refused as unsigned.
+    let update = b"#!/bin/sh\necho not roadedge\n".repeat(1000);
+    let r = upload("fake-1.bin", update.clone()).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["bytes"], update.len());
+    let listed = admin.get("/api/ota").await.json();
+    assert_eq!(listed["uploads"][0]["name"], "fake-1.bin", "{listed}");
+    let job = page_command(&admin, "/api/ota/install", json!({"name": "fake-1.bin"})).await;
+    println!("install without .sig: {job}");
+    assert_eq!(job["result"], "rejected");
+    assert!(job["error"].as_str().unwrap().contains("unsigned"), "{job}");
+    // Its result is the edge command's result on the cloud's topic: the same door as MQTT.
+    let on_topic = w
+        .result_on("edge/cab-1/cmd/result", job["request_id"].as_str().unwrap())
+        .await;
+    assert_eq!(on_topic["error"], job["error"]);
+
+    let r = upload("fake-1.bin", update.clone()).await;
+    assert_eq!(r.status, 200);
+    let sig = ota_key().sign(&sha2::Sha256::digest(&update));
+    assert_eq!(upload("fake-1.bin.sig", sig.to_bytes().to_vec()).await.status, 200);
+    let job = page_command(&admin, "/api/ota/install", json!({"name": "fake-1.bin"})).await;
+    println!("install with .sig: {job}");
+    assert!(job["error"].as_str().unwrap().contains("not a roadedge binary"), "{job}");
+    // The same file from MQTT with a wrong signature gets the signature refusal.
+    std::fs::write(w._dir.path().join("fake-2.bin"), &update).unwrap();
+    let other = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]).sign(&sha2::Sha256::digest(&update));
+    w.cloud
+        .publish(
+            "edge/cab-1/cmd",
+            json!({"request_id": "mqtt-ota-1", "action": "ota.install",
+                   "path": w._dir.path().join("fake-2.bin").display().to_string(),
+                   "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, other.to_bytes())}),
+        )
+        .await;
+    let mqtt = w.result_on("edge/cab-1/cmd/result", "mqtt-ota-1").await;
+    assert!(mqtt["error"].as_str().unwrap().contains("bad signature"), "{mqtt}");
+    let status = admin.get("/api/ota").await.json();
+    assert_eq!(status["last_result"]["request_id"], "mqtt-ota-1");
+    assert!(status["uploads"].as_array().unwrap().is_empty(), "the upload was consumed: {status}");
+    assert!(!w._dir.path().join("bin/roadedge").exists(), "nothing installed");
+
+    // Bounds and names.
+    let big = admin
+        .send("POST", "/api/ota/upload?name=big.bin", Some(&vec![0u8; (1 << 20) + 1]), &[])
+        .await;
+    assert_error_says_what_to_do(&big, 413);
+    let bad = upload("..%2Fescape", b"x".to_vec()).await;
+    assert_error_says_what_to_do(&bad, 400);
+    assert!(!w._dir.path().join("escape").exists());
+    let sig_big = upload("fake-1.bin.sig", vec![b'A'; 5000]).await;
+    assert_error_says_what_to_do(&sig_big, 413);
+    let missing = admin.post("/api/ota/install", &json!({})).await;
+    assert_error_says_what_to_do(&missing, 400);
+    // A viewer looks but cannot upload or install.
+    let mut viewer = w.client();
+    assert_eq!(viewer.login(VIEWER.0, VIEWER.1).await.status, 200);
+    assert_eq!(viewer.get("/api/ota").await.status, 200);
+    assert_error_says_what_to_do(&viewer.send("POST", "/api/ota/upload?name=v.bin", Some(b"x"), &[]).await, 403);
+    assert_error_says_what_to_do(&viewer.post("/api/ota/install", &json!({"name": "v.bin"})).await, 403);
     w.stop().await;
 }

@@ -2,7 +2,8 @@
 //! installed by `scripts/test`), driven over WebDriver: log in with the keyboard, watch the
 //! dashboard's charts take new points, add and start a select rule on a simulated reader and see
 //! its reports arrive, send a vehicle a command and see the answer, add a vehicle to the identity
-//! registry, read the live log, log out.
+//! registry, read the live log, upload a signed update and see its progress and the result, log
+//! out.
 //! A screenshot of every page is saved to `target/screenshots/` (not committed) at 1366x768.
 
 mod common;
@@ -133,12 +134,30 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
     let reader = SimReader::spawn(options, stop.clone()).await.unwrap();
     let jt808_port = common::free_port();
     let config = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
+    // OTA: a release key, and an update file signed with it (this build, so not newer: the page
+    // shows the upload's progress and the appliance's refusal).
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]);
+    let ota_key = dir.path().join("ota.pub");
+    {
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
+        use ed25519_dalek::Signer;
+        use sha2::Digest;
+        std::fs::write(&ota_key, signing.verifying_key().to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        let update = dir.path().join("roadedge-update.bin");
+        std::fs::copy(env!("CARGO_BIN_EXE_roadedge"), &update).unwrap();
+        let digest = sha2::Sha256::digest(std::fs::read(&update).unwrap());
+        std::fs::write(dir.path().join("roadedge-update.bin.sig"), signing.sign(&digest).to_bytes()).unwrap();
+    }
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
         "jt808: {{listen: '127.0.0.1:{jt808_port}'}}\nreaders:\n  keepalive_interval: 1s\n  devices:\n    - {{id: gantry-north, tcp: '{}'}}\n\
-         web:\n  listen: 127.0.0.1:0\n  users: [{{name: admin, role: admin, password_hash: '{}'}}]\n",
+         web:\n  listen: 127.0.0.1:0\n  users: [{{name: admin, role: admin, password_hash: '{}'}}]\n\
+         ota: {{public_key_file: {}, binary_path: {}, installer: binary}}\n",
         reader.local_addr.unwrap(),
-        roadedge::web::auth::hash_password(PASSWORD).unwrap()
+        roadedge::web::auth::hash_password(PASSWORD).unwrap(),
+        ota_key.display(),
+        dir.path().join("bin/roadedge").display(),
     ));
     std::fs::write(&config, text).unwrap();
     let app = common::start_appliance(&config).await;
@@ -308,6 +327,46 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
     .await;
     screenshot(&c, "09-logs").await;
 
+    // Update: upload a signed update and its .sig, see the upload's progress and the result.
+    click(&c, "nav a[data-view=update]").await;
+    until(&c, "the update page", "const v = document.querySelector('#ota-current'); return !!v && v.textContent === '0.1.0'").await;
+    screenshot(&c, "10-update").await;
+    c.find(Locator::Css("#ota-file"))
+        .await
+        .unwrap()
+        .send_keys(&dir.path().join("roadedge-update.bin").display().to_string())
+        .await
+        .unwrap();
+    c.find(Locator::Css("#ota-sig"))
+        .await
+        .unwrap()
+        .send_keys(&dir.path().join("roadedge-update.bin.sig").display().to_string())
+        .await
+        .unwrap();
+    // Record every upload percentage the page shows.
+    c.execute(
+        "window.__seen = []; new MutationObserver(() => { const t = document.querySelector('#ota-jobs .job .t'); if (t) window.__seen.push(t.textContent); }).observe(document.querySelector('#ota-jobs'), {subtree: true, childList: true, characterData: true});",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&c, "#ota-install").await;
+    until(
+        &c,
+        "the install's result",
+        "const j = document.querySelector('#ota-jobs .job'); return !!j && j.innerText.includes('rejected')",
+    )
+    .await;
+    let seen: Vec<String> = serde_json::from_value(c.execute("return window.__seen", vec![]).await.unwrap()).unwrap();
+    println!("upload progress shown: {:?}", seen.iter().step_by(seen.len().max(8) / 8).collect::<Vec<_>>());
+    assert!(seen.iter().any(|t| t.contains("roadedge-update.bin: 100 %")), "{seen:?}");
+    assert!(seen.iter().any(|t| t.ends_with(" %") && !t.ends_with("100 %") && !t.ends_with(" 0 %")), "progress between 0 and 100: {seen:?}");
+    let job = c.find(Locator::Css("#ota-jobs")).await.unwrap().text().await.unwrap();
+    assert!(job.contains("not newer than the running 0.1.0"), "{job}");
+    until(&c, "the last result", "const l = document.querySelector('#ota-last'); return !!l && l.innerText.includes('replay')").await;
+    screenshot(&c, "11-update-result").await;
+    assert!(!dir.path().join("bin/roadedge").exists(), "nothing was installed");
+
     // Activity: what was done from the page.
     click(&c, "nav a[data-view=activity]").await;
     until(
@@ -316,7 +375,7 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
         "return document.body.innerText.includes('gantry-north: start_rule')",
     )
     .await;
-    screenshot(&c, "10-activity").await;
+    screenshot(&c, "12-activity").await;
 
     // Log out: back at the login form, and the session is gone.
     click(&c, "#logout").await;
