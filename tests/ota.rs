@@ -8,6 +8,8 @@
 //! test ed25519 key like a release is (`scripts/ota-sign`).
 
 mod common;
+#[path = "common/rauc.rs"]
+mod rauc_world;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,7 +78,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(binary: &Path, config: &Path, log: &Path) -> Supervisor {
+    fn start(binary: &Path, config: &Path, log: &Path, env: Vec<(String, String)>) -> Supervisor {
         let stop = Arc::new(AtomicBool::new(false));
         let hold = Arc::new(AtomicBool::new(false));
         let exits = Arc::new(Mutex::new(Vec::new()));
@@ -93,6 +95,7 @@ impl Supervisor {
                         .args(["run", "-c"])
                         .arg(&config)
                         .env("RUST_LOG", "info")
+                        .envs(env.iter().cloned())
                         .stdout(Stdio::null())
                         .stderr(logf)
                         .spawn();
@@ -191,6 +194,10 @@ struct World {
 
 impl World {
     async fn new(extra_ota: &str) -> World {
+        World::with_env(&format!("  installer: binary\n{extra_ota}"), Vec::new()).await
+    }
+
+    async fn with_env(extra_ota: &str, env: Vec<(String, String)>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
         let broker = Mosquitto::start(dir.path(), &pki);
@@ -209,7 +216,7 @@ impl World {
         std::fs::write(
             &config,
             format!(
-                "edge: {{id: cab-1}}\nstorage: {{path: {}, max_bytes: 64MiB}}\nuplink:\n  url: {}\n  ca_file: {}\n  cert_file: {}\n  key_file: {}\n  metrics_interval: 1s\nlogging: {{level: info}}\nota:\n  public_key_file: {}\n  confirm_within: {CONFIRM_WITHIN_S}s\n  binary_path: {}\n  installer: binary\n  max_bytes: 200MiB\n  ca_file: {}\n  stall_timeout: 2s\n{extra_ota}",
+                "edge: {{id: cab-1}}\nstorage: {{path: {}, max_bytes: 64MiB}}\nuplink:\n  url: {}\n  ca_file: {}\n  cert_file: {}\n  key_file: {}\n  metrics_interval: 1s\nlogging: {{level: info}}\nota:\n  public_key_file: {}\n  confirm_within: {CONFIRM_WITHIN_S}s\n  binary_path: {}\n  max_bytes: 200MiB\n  ca_file: {}\n  stall_timeout: 2s\n{extra_ota}",
                 state.join("edge.db").display(),
                 broker.url(),
                 pki.ca_file.display(),
@@ -221,7 +228,7 @@ impl World {
             ),
         )
         .unwrap();
-        let supervisor = Supervisor::start(&binary, &config, &dir.path().join("edge.log"));
+        let supervisor = Supervisor::start(&binary, &config, &dir.path().join("edge.log"), env);
         let w = World {
             dir,
             pki,
@@ -763,4 +770,120 @@ async fn https_downloads_refuse_plain_http_redirects_and_stalls_resume_cuts_and_
     assert!(server.connections.load(SeqCst) - before >= 2, "resumed on a new connection");
     assert_eq!(version_of(&w.binary), "0.2.0");
     assert!(w.log().contains("resuming"), "the cut was resumed");
+}
+
+// ----- RAUC -----
+
+/// A slot image (bundles need some content: squashfs is larger than one block).
+fn rootfs(version: &str) -> Vec<u8> {
+    // 16 KiB that do not compress, the same for the same version.
+    let mut bytes = format!("rootfs {version}\n").into_bytes();
+    let mut block = Sha256::digest(version.as_bytes());
+    for _ in 0..512 {
+        bytes.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    bytes
+}
+
+/// RAUC path: a real bundle built and checked with Debian's `rauc`, signed for OTA like any
+/// update, installed by the real binary over D-Bus into the RAUC stand-in (the one mock: real A/B
+/// slots need a bootloader), "rebooted" by the test (the stand-in plays the bootloader, the test
+/// restarts the process), marked good after health; a second update without a broker is marked
+/// bad, and the bootloader falls back to the old slot, where the old version reports
+/// update_failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rauc_bundles_install_over_dbus_mark_good_after_health_and_mark_bad_and_fall_back_without_it() {
+    let _serial = SERIAL.lock().await;
+    let base = tempfile::tempdir().unwrap();
+    let bus = rauc_world::DbusDaemon::start(base.path());
+    let keys = rauc_world::SigningKeys::new(base.path(), "release");
+    let rauc = rauc_world::RaucStandIn::start(&bus.address, base.path(), "roadedge-cabinet", &keys.keyring).await;
+    let rebooted = base.path().join("rebooted");
+    let w = World::with_env(
+        &format!(
+            "  installer: rauc\n  reboot_command: [/bin/sh, -c, 'echo reboot >> {}']\n",
+            rebooted.display()
+        ),
+        vec![("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.address.clone())],
+    )
+    .await;
+    let mut w = w;
+    let sign = |bundle: &Path| {
+        let bytes = std::fs::read(bundle).unwrap();
+        let digest = Sha256::digest(&bytes);
+        (
+            hex::encode(digest),
+            base64::engine::general_purpose::STANDARD.encode(w.key.sign(&digest).to_bytes()),
+        )
+    };
+    let reboots = |n: usize| {
+        let path = rebooted.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while std::fs::read_to_string(&path).map(|t| t.lines().count()).unwrap_or(0) < n {
+                assert!(Instant::now() < deadline, "no reboot #{n}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // A bundle RAUC itself verifies.
+    let bundle = rauc_world::build_bundle(base.path(), &keys, "roadedge-cabinet", "0.2.0", &rootfs("0.2.0"));
+    let info = rauc_world::rauc_info(&bundle, &keys.keyring).expect("rauc info verifies the bundle");
+    println!("rauc info: compatible {} version {}", info["compatible"], info["version"]);
+    let (sha, sig) = sign(&bundle);
+    let rid = w.send(install(&bundle, &sha, &sig)).await;
+    reboots(1).await;
+    assert_eq!(rauc.slot("rootfs.1").state, "good");
+    assert_eq!(std::fs::read(rauc.slot("rootfs.1").device).unwrap(), rootfs("0.2.0"));
+    // The bootloader boots the new slot; the appliance starts there.
+    rauc.reboot();
+    assert_eq!(rauc.booted_bootname(), "B");
+    w.supervisor.kill9();
+    let result = w.result(&rid, Duration::from_secs(30)).await;
+    println!("RAUC install: {result}");
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["answer"]["installer"], "rauc");
+    assert_eq!(result["answer"]["installed"], "0.2.0");
+    let calls = rauc.calls();
+    println!("stand-in calls: {calls:?}");
+    assert!(calls.iter().any(|c| c.starts_with("InstallBundle")), "{calls:?}");
+    assert!(calls.iter().any(|c| c.contains("Mark") && c.contains("good")), "{calls:?}");
+    assert_eq!(w.binary_sha(), w.original_sha, "a RAUC update leaves the binary alone");
+
+    // A second update whose system cannot reach the broker: marked bad, rebooted back.
+    let bundle = rauc_world::build_bundle(base.path(), &keys, "roadedge-cabinet", "0.3.0", &rootfs("0.3.0"));
+    let (sha, sig) = sign(&bundle);
+    let rid = w.send(install(&bundle, &sha, &sig)).await;
+    reboots(2).await;
+    rauc.reboot();
+    assert_eq!(rauc.booted_bootname(), "A");
+    w.supervisor.hold.store(true, SeqCst);
+    w.supervisor.kill9();
+    w.broker.stop();
+    let started = Instant::now();
+    w.supervisor.hold.store(false, SeqCst);
+    reboots(3).await;
+    println!("marked bad and rebooting after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(CONFIRM_WITHIN_S + 5));
+    assert_eq!(rauc.slot("rootfs.0").state, "bad");
+    // The bootloader falls back to the other slot (B, the good 0.2.0).
+    rauc.reboot();
+    assert_eq!(rauc.booted_bootname(), "B");
+    w.supervisor.kill9();
+    w.broker.resume();
+    let result = w.result(&rid, Duration::from_secs(30)).await;
+    println!("RAUC rollback: {result}");
+    assert_eq!(result["result"], "failed");
+    assert!(result["error"].as_str().unwrap().contains("update_failed"), "{result}");
+    w.cloud
+        .wait_for("update_failed raised", Duration::from_secs(10), |m| {
+            m.iter().any(|m| m.topic == "edge/cab-1/alarm" && m.payload["alarm"] == "update_failed")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.results(&rid).len(), 1);
+    assert!(rauc.calls().iter().any(|c| c.contains("Mark") && c.contains("bad")));
+    w.supervisor.stop();
 }

@@ -581,6 +581,9 @@ impl OtaService {
         if j.reported || j.open() {
             return;
         }
+        if let Some(s) = &self.settings {
+            clean_dir(&s.staging());
+        }
         let Some(outcome) = j.outcome() else { return };
         let Some((plane, alarms, _)) = self.wiring() else { return };
         if let Outcome::Failed(reason) = &outcome {

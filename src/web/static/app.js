@@ -862,7 +862,7 @@ function viewUpdate(main) {
         h('dt', {}, 'Current version'), h('dd', { id: 'ota-current' }, data.current_version),
         h('dt', {}, 'Previous version'), h('dd', {}, data.previous_version || '–'),
         h('dt', {}, 'Installed by'), h('dd', {}, data.installer === 'auto' ? 'RAUC when present, else binary swap' : data.installer),
-        h('dt', {}, 'Confirmation time'), h('dd', {}, data.confirm_within_s ? data.confirm_within_s + ' s' : '–'),
+        h('dt', {}, 'Confirmation time'), h('dd', {}, data.confirm_within_s ? fmtAge(data.confirm_within_s) : '–'),
         h('dt', {}, 'Largest update'), h('dd', {}, fmtBytes(data.max_bytes)),
         h('dt', {}, 'Staged update'), h('dd', {}, data.staged ? fmtBytes(data.staged.bytes) : 'none'));
       const p = data.progress || {};
@@ -874,7 +874,7 @@ function viewUpdate(main) {
       const r = data.last_result;
       clear(last).append(!r ? h('div', { class: 'empty' }, 'No update was tried yet.')
         : r.result.ok ? h('div', { class: 'notice ok' }, 'Installed ' + r.result.answer.installed + ' (was ' + r.result.answer.previous + ') at ' + fmtTime(r.at) + '.')
-          : h('div', { class: 'notice bad' }, sentence(r.result.error), h('span', { class: 'hint' }, 'What to do: the running version was kept; fix what the message names (signature, version, file) and install again. ' + fmtTime(r.at))));
+          : h('div', { class: 'notice bad' }, sentence(r.result.error), h('span', { class: 'hint' }, 'What to do: the running version was kept; fix what the message names (signature, version, file) and install again.'), h('span', { class: 'tm' }, fmtTime(r.at))));
       if (!data.configured) clear(progress).append(h('div', { class: 'notice bad' }, 'Updates are not configured on this appliance.', h('span', { class: 'hint' }, 'What to do: add ota.public_key_file to the configuration.')));
     } catch (e) { if (e.status === 0) clear(progress).append(h('div', { class: 'notice info' }, 'The appliance does not answer: it may be restarting into the new version. Log in again when it is back.')); }
   };
