@@ -86,11 +86,16 @@ impl Supervisor {
         let pid = Arc::new(Mutex::new(None));
         let (binary, config, log) = (binary.to_path_buf(), config.to_path_buf(), log.to_path_buf());
         let thread = {
-            let (stop, hold, exits, starts, pid) = (stop.clone(), hold.clone(), exits.clone(), starts.clone(), pid.clone());
+            let (stop, hold, exits, starts, pid) =
+                (stop.clone(), hold.clone(), exits.clone(), starts.clone(), pid.clone());
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(300);
                 while !stop.load(SeqCst) && Instant::now() < deadline {
-                    let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+                    let logf = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .unwrap();
                     let spawned = Command::new(&binary)
                         .args(["run", "-c"])
                         .arg(&config)
@@ -155,7 +160,11 @@ impl Supervisor {
     async fn wait_exits(&self, n: usize, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.exits().len() < n {
-            assert!(Instant::now() < deadline, "timed out waiting for exit #{n}: {:?}", self.exits());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for exit #{n}: {:?}",
+                self.exits()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -322,7 +331,10 @@ impl World {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(bin_dir, ["roadedge"], "files beside the binary");
-        assert!(!self.state().join("journal.json").exists(), "an install journal was written");
+        assert!(
+            !self.state().join("journal.json").exists(),
+            "an install journal was written"
+        );
         let staged: Vec<_> = std::fs::read_dir(self.state().join("staging"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -347,9 +359,10 @@ fn install(path: &Path, sha: &str, sig: &str) -> Value {
 async fn wait_online_version(cloud: &Cloud, version: &str, limit: Duration) {
     cloud
         .wait_for(&format!("edge online at {version}"), limit, |m| {
-            m.iter().rev().find(|m| m.topic == "edge/cab-1/status").is_some_and(|m| {
-                m.payload["state"] == "online" && m.payload["version"] == version
-            })
+            m.iter()
+                .rev()
+                .find(|m| m.topic == "edge/cab-1/status")
+                .is_some_and(|m| m.payload["state"] == "online" && m.payload["version"] == version)
         })
         .await;
 }
@@ -368,7 +381,11 @@ async fn a_good_signed_update_installs_restarts_and_confirms_with_one_result() {
     assert_eq!(result["answer"]["previous"], "0.1.0");
     assert_eq!(w.supervisor.exits(), [Some(75)], "one restart, by exit code 75");
     assert_eq!(version_of(&w.binary), "0.2.0");
-    assert_eq!(version_of(&w.path("bin/roadedge.previous")), "0.1.0", "the previous binary is kept beside");
+    assert_eq!(
+        version_of(&w.path("bin/roadedge.previous")),
+        "0.1.0",
+        "the previous binary is kept beside"
+    );
     wait_online_version(&w.cloud, "0.2.0", Duration::from_secs(10)).await;
     assert_eq!(w.journal()["state"], "confirmed");
 
@@ -386,7 +403,11 @@ async fn a_good_signed_update_installs_restarts_and_confirms_with_one_result() {
     assert!(again["error"].as_str().unwrap().contains("not newer"), "{again}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(w.results(&rid).len(), 1, "exactly one result for the install");
-    assert!(!w.cloud.on_topic("edge/cab-1/alarm").iter().any(|m| m.payload["alarm"] == "update_failed"));
+    assert!(!w
+        .cloud
+        .on_topic("edge/cab-1/alarm")
+        .iter()
+        .any(|m| m.payload["alarm"] == "update_failed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,7 +584,11 @@ async fn kill_9_during_staging_verification_and_swap_always_leaves_a_working_ver
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         let journal = std::fs::read_to_string(w.state().join("journal.json")).ok();
         let staging: Vec<String> = std::fs::read_dir(w.state().join("staging"))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         if w.supervisor.exits().is_empty() {
             w.supervisor.kill9();
@@ -623,11 +648,16 @@ impl Https {
                 count.fetch_add(1, SeqCst);
                 let (acceptor, body, cut_once) = (acceptor.clone(), body.clone(), cut_once.clone());
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(120), serve(acceptor, tcp, body, cut_once, port)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(120), serve(acceptor, tcp, body, cut_once, port))
+                        .await;
                 });
             }
         });
-        Https { port, connections, task }
+        Https {
+            port,
+            connections,
+            task,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -662,19 +692,26 @@ async fn serve(
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
     let from: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(|r| r.trim_end_matches('-').to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("range: bytes=")
+                .map(|r| r.trim_end_matches('-').to_string())
+        })
         .and_then(|r| r.parse().ok())
         .unwrap_or(0);
-    let redirect = |to: String| format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let redirect =
+        |to: String| format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     match path.as_str() {
         "/to-http" => {
-            tls.write_all(redirect(format!("http://localhost:{port}/file")).as_bytes()).await?;
+            tls.write_all(redirect(format!("http://localhost:{port}/file")).as_bytes())
+                .await?;
         }
         "/to-https" => {
             tls.write_all(redirect("/file".into()).as_bytes()).await?;
         }
         "/missing" => {
-            tls.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
+            tls.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await?;
         }
         "/file" | "/cut-once" | "/stall" => {
             let part = &body[from.min(body.len())..];
@@ -686,7 +723,10 @@ async fn serve(
                     body.len()
                 )
             } else {
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", part.len())
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    part.len()
+                )
             };
             tls.write_all(header.as_bytes()).await?;
             let half = part.len() / 2;
@@ -710,7 +750,8 @@ async fn serve(
             }
         }
         _ => {
-            tls.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
+            tls.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await?;
         }
     }
     tls.flush().await?;
@@ -732,7 +773,9 @@ async fn https_downloads_refuse_plain_http_redirects_and_stalls_resume_cuts_and_
     assert!(r["error"].as_str().unwrap().contains("refused a redirect"), "{r}");
     w.assert_untouched();
 
-    let r = w.call(url_install(format!("http://localhost:{}/file", server.port))).await;
+    let r = w
+        .call(url_install(format!("http://localhost:{}/file", server.port)))
+        .await;
     println!("plain http url: {r}");
     assert!(r["error"].as_str().unwrap().contains("only https"), "{r}");
 
@@ -752,7 +795,10 @@ async fn https_downloads_refuse_plain_http_redirects_and_stalls_resume_cuts_and_
     println!("status while downloading: {}", status["answer"]["progress"]);
     assert_eq!(status["answer"]["progress"]["phase"], "downloading");
     assert!(status["answer"]["progress"]["bytes"].as_u64().unwrap() > 0);
-    assert_eq!(status["answer"]["progress"]["total"].as_u64().unwrap(), body.len() as u64);
+    assert_eq!(
+        status["answer"]["progress"]["total"].as_u64().unwrap(),
+        body.len() as u64
+    );
     let busy = w.call(install(&file, &sha, &sig)).await;
     println!("second install meanwhile: {busy}");
     assert!(busy["error"].as_str().unwrap().starts_with("busy"), "{busy}");
@@ -765,9 +811,15 @@ async fn https_downloads_refuse_plain_http_redirects_and_stalls_resume_cuts_and_
     let before = server.connections.load(SeqCst);
     let rid = w.send(url_install(server.url("/cut-once"))).await;
     let r = w.result(&rid, Duration::from_secs(90)).await;
-    println!("cut once and resumed: {r} ({} connections)", server.connections.load(SeqCst) - before);
+    println!(
+        "cut once and resumed: {r} ({} connections)",
+        server.connections.load(SeqCst) - before
+    );
     assert_eq!(r["ok"], true, "{r}");
-    assert!(server.connections.load(SeqCst) - before >= 2, "resumed on a new connection");
+    assert!(
+        server.connections.load(SeqCst) - before >= 2,
+        "resumed on a new connection"
+    );
     assert_eq!(version_of(&w.binary), "0.2.0");
     assert!(w.log().contains("resuming"), "the cut was resumed");
 }
@@ -831,7 +883,10 @@ async fn rauc_bundles_install_over_dbus_mark_good_after_health_and_mark_bad_and_
     // A bundle RAUC itself verifies.
     let bundle = rauc_world::build_bundle(base.path(), &keys, "roadedge-cabinet", "0.2.0", &rootfs("0.2.0"));
     let info = rauc_world::rauc_info(&bundle, &keys.keyring).expect("rauc info verifies the bundle");
-    println!("rauc info: compatible {} version {}", info["compatible"], info["version"]);
+    println!(
+        "rauc info: compatible {} version {}",
+        info["compatible"], info["version"]
+    );
     let (sha, sig) = sign(&bundle);
     let rid = w.send(install(&bundle, &sha, &sig)).await;
     reboots(1).await;
@@ -849,7 +904,10 @@ async fn rauc_bundles_install_over_dbus_mark_good_after_health_and_mark_bad_and_
     let calls = rauc.calls();
     println!("stand-in calls: {calls:?}");
     assert!(calls.iter().any(|c| c.starts_with("InstallBundle")), "{calls:?}");
-    assert!(calls.iter().any(|c| c.contains("Mark") && c.contains("good")), "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.contains("Mark") && c.contains("good")),
+        "{calls:?}"
+    );
     assert_eq!(w.binary_sha(), w.original_sha, "a RAUC update leaves the binary alone");
 
     // A second update whose system cannot reach the broker: marked bad, rebooted back.
@@ -879,11 +937,48 @@ async fn rauc_bundles_install_over_dbus_mark_good_after_health_and_mark_bad_and_
     assert!(result["error"].as_str().unwrap().contains("update_failed"), "{result}");
     w.cloud
         .wait_for("update_failed raised", Duration::from_secs(10), |m| {
-            m.iter().any(|m| m.topic == "edge/cab-1/alarm" && m.payload["alarm"] == "update_failed")
+            m.iter()
+                .any(|m| m.topic == "edge/cab-1/alarm" && m.payload["alarm"] == "update_failed")
         })
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(w.results(&rid).len(), 1);
     assert!(rauc.calls().iter().any(|c| c.contains("Mark") && c.contains("bad")));
     w.supervisor.stop();
+}
+
+/// ProtectSystem=strict leaves the OTA paths writable: the staging area, uploads and journal
+/// live in the state directory, the unit restarts the exit code a swap exits with, and the
+/// documented binary location for swaps is inside the state directory too.
+#[test]
+fn the_unit_keeps_the_ota_paths_writable_under_protect_system_strict() {
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/roadedge.service")).unwrap();
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("{key}=")).map(str::to_string))
+            .collect()
+    };
+    assert_eq!(value("ProtectSystem"), ["strict"]);
+    assert_eq!(value("StateDirectory"), ["roadedge"]);
+    assert_eq!(value("Restart"), ["on-failure"]);
+    let code = roadedge::ops::ota::RESTART_EXIT_CODE.to_string();
+    assert!(
+        !value("RestartPreventExitStatus")
+            .iter()
+            .any(|v| v.split_whitespace().any(|c| c == code)),
+        "exit {code} must restart"
+    );
+    assert!(
+        unit.contains("/var/lib/roadedge/bin/roadedge"),
+        "the unit documents where a swappable binary lives"
+    );
+    let config = roadedge::config::Config::parse(
+        "edge: {id: cab}\nstorage: {path: /var/lib/roadedge/roadedge.db}\nuplink: {url: 'mqtt://localhost:1883'}\n\
+         ota: {public_key_file: /etc/roadedge/ota.pub, binary_path: /var/lib/roadedge/bin/roadedge}\n",
+        roadedge::config::FileCheck::Skip,
+    )
+    .unwrap();
+    let s = roadedge::ops::ota::OtaSettings::new(config.ota.as_ref().unwrap(), &config.storage.path);
+    assert_eq!(s.state_dir, Path::new("/var/lib/roadedge/ota"));
+    assert!(s.previous_path().starts_with("/var/lib/roadedge/"));
 }

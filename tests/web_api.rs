@@ -82,7 +82,11 @@ impl World {
         text.push_str(&extra);
         // Updates: signed by OTA_KEY, at most 1 MiB (so an oversized upload is cheap).
         let ota_pub = dir.path().join("ota.pub");
-        std::fs::write(&ota_pub, ota_key().verifying_key().to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+        std::fs::write(
+            &ota_pub,
+            ota_key().verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        )
+        .unwrap();
         text.push_str(&format!(
             "ota: {{public_key_file: {}, binary_path: {}, installer: binary, max_bytes: 1MiB}}\n",
             ota_pub.display(),
@@ -810,7 +814,10 @@ async fn an_update_uploaded_from_the_page_goes_through_the_same_ota_install_as_m
     assert_eq!(upload("fake-1.bin.sig", sig.to_bytes().to_vec()).await.status, 200);
     let job = page_command(&admin, "/api/ota/install", json!({"name": "fake-1.bin"})).await;
     println!("install with .sig: {job}");
-    assert!(job["error"].as_str().unwrap().contains("not a roadedge binary"), "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("not a roadedge binary"),
+        "{job}"
+    );
     // The same file from MQTT with a wrong signature gets the signature refusal.
     std::fs::write(w._dir.path().join("fake-2.bin"), &update).unwrap();
     let other = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]).sign(&sha2::Sha256::digest(&update));
@@ -826,12 +833,20 @@ async fn an_update_uploaded_from_the_page_goes_through_the_same_ota_install_as_m
     assert!(mqtt["error"].as_str().unwrap().contains("bad signature"), "{mqtt}");
     let status = admin.get("/api/ota").await.json();
     assert_eq!(status["last_result"]["request_id"], "mqtt-ota-1");
-    assert!(status["uploads"].as_array().unwrap().is_empty(), "the upload was consumed: {status}");
+    assert!(
+        status["uploads"].as_array().unwrap().is_empty(),
+        "the upload was consumed: {status}"
+    );
     assert!(!w._dir.path().join("bin/roadedge").exists(), "nothing installed");
 
     // Bounds and names.
     let big = admin
-        .send("POST", "/api/ota/upload?name=big.bin", Some(&vec![0u8; (1 << 20) + 1]), &[])
+        .send(
+            "POST",
+            "/api/ota/upload?name=big.bin",
+            Some(&vec![0u8; (1 << 20) + 1]),
+            &[],
+        )
         .await;
     assert_error_says_what_to_do(&big, 413);
     let bad = upload("..%2Fescape", b"x".to_vec()).await;
@@ -845,7 +860,10 @@ async fn an_update_uploaded_from_the_page_goes_through_the_same_ota_install_as_m
     let mut viewer = w.client();
     assert_eq!(viewer.login(VIEWER.0, VIEWER.1).await.status, 200);
     assert_eq!(viewer.get("/api/ota").await.status, 200);
-    assert_error_says_what_to_do(&viewer.send("POST", "/api/ota/upload?name=v.bin", Some(b"x"), &[]).await, 403);
+    assert_error_says_what_to_do(
+        &viewer.send("POST", "/api/ota/upload?name=v.bin", Some(b"x"), &[]).await,
+        403,
+    );
     assert_error_says_what_to_do(&viewer.post("/api/ota/install", &json!({"name": "v.bin"})).await, 403);
     w.stop().await;
 }

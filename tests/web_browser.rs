@@ -142,12 +142,20 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
         use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey};
         use ed25519_dalek::Signer;
         use sha2::Digest;
-        std::fs::write(&ota_key, signing.verifying_key().to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+        std::fs::write(
+            &ota_key,
+            signing.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        )
+        .unwrap();
         std::fs::create_dir_all(dir.path().join("bin")).unwrap();
         let update = dir.path().join("roadedge-update.bin");
         std::fs::copy(env!("CARGO_BIN_EXE_roadedge"), &update).unwrap();
         let digest = sha2::Sha256::digest(std::fs::read(&update).unwrap());
-        std::fs::write(dir.path().join("roadedge-update.bin.sig"), signing.sign(&digest).to_bytes()).unwrap();
+        std::fs::write(
+            dir.path().join("roadedge-update.bin.sig"),
+            signing.sign(&digest).to_bytes(),
+        )
+        .unwrap();
     }
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
@@ -329,7 +337,12 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
 
     // Update: upload a signed update and its .sig, see the upload's progress and the result.
     click(&c, "nav a[data-view=update]").await;
-    until(&c, "the update page", "const v = document.querySelector('#ota-current'); return !!v && v.textContent === '0.1.0'").await;
+    until(
+        &c,
+        "the update page",
+        "const v = document.querySelector('#ota-current'); return !!v && v.textContent === '0.1.0'",
+    )
+    .await;
     screenshot(&c, "10-update").await;
     c.find(Locator::Css("#ota-file"))
         .await
@@ -358,12 +371,27 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
     )
     .await;
     let seen: Vec<String> = serde_json::from_value(c.execute("return window.__seen", vec![]).await.unwrap()).unwrap();
-    println!("upload progress shown: {:?}", seen.iter().step_by(seen.len().max(8) / 8).collect::<Vec<_>>());
-    assert!(seen.iter().any(|t| t.contains("roadedge-update.bin: 100 %")), "{seen:?}");
-    assert!(seen.iter().any(|t| t.ends_with(" %") && !t.ends_with("100 %") && !t.ends_with(" 0 %")), "progress between 0 and 100: {seen:?}");
+    println!(
+        "upload progress shown: {:?}",
+        seen.iter().step_by(seen.len().max(8) / 8).collect::<Vec<_>>()
+    );
+    assert!(
+        seen.iter().any(|t| t.contains("roadedge-update.bin: 100 %")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|t| t.ends_with(" %") && !t.ends_with("100 %") && !t.ends_with(" 0 %")),
+        "progress between 0 and 100: {seen:?}"
+    );
     let job = c.find(Locator::Css("#ota-jobs")).await.unwrap().text().await.unwrap();
     assert!(job.contains("not newer than the running 0.1.0"), "{job}");
-    until(&c, "the last result", "const l = document.querySelector('#ota-last'); return !!l && l.innerText.includes('replay')").await;
+    until(
+        &c,
+        "the last result",
+        "const l = document.querySelector('#ota-last'); return !!l && l.innerText.includes('replay')",
+    )
+    .await;
     screenshot(&c, "11-update-result").await;
     assert!(!dir.path().join("bin/roadedge").exists(), "nothing was installed");
 

@@ -1107,6 +1107,40 @@ mod tests {
     const MINIMAL: &str = "edge: {id: cab-1}\nuplink: {url: 'mqtt://127.0.0.1:1883'}\n";
 
     #[test]
+    fn ota_keys_get_defaults_and_are_checked_with_their_paths() {
+        let c = Config::parse(&format!("{MINIMAL}ota: {{public_key_file: /k.pub}}\n"), FileCheck::Skip).unwrap();
+        let o = c.ota.unwrap();
+        assert_eq!(o.confirm_within, OtaConfig::DEFAULT_CONFIRM_WITHIN);
+        assert_eq!(o.installer, OtaInstaller::Auto);
+        assert_eq!(o.max_bytes, OtaConfig::DEFAULT_MAX_BYTES);
+        assert_eq!(o.reboot_command, ["systemctl", "reboot"]);
+        assert!(o.binary_path.is_none());
+        let errors = Config::parse(
+            &format!(
+                "{MINIMAL}ota: {{public_key_file: /k.pub, installer: usb, confirm_within: 0s, max_bytes: 0, stall_timeout: soon, reboot_command: []}}\n"
+            ),
+            FileCheck::Skip,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "ota.installer",
+            "ota.confirm_within",
+            "ota.max_bytes",
+            "ota.stall_timeout",
+            "ota.reboot_command",
+        ] {
+            assert!(paths.contains(&p), "{p}: {errors}");
+        }
+        let missing = Config::parse(
+            &format!("{MINIMAL}ota: {{public_key_file: /nonexistent.pub}}\n"),
+            FileCheck::Check,
+        )
+        .unwrap_err();
+        assert!(missing.0.iter().any(|e| e.path == "ota.public_key_file"), "{missing}");
+    }
+
+    #[test]
     fn minimal_config_gets_contract_defaults() {
         let c = Config::parse(MINIMAL, FileCheck::Check).unwrap();
         assert_eq!(c.edge.id.as_str(), "cab-1");

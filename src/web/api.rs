@@ -1107,7 +1107,9 @@ async fn ota_upload(state: &State, request: &Request, mut body: Body) -> warp::r
             while chunk.has_remaining() {
                 let piece = chunk.chunk().to_vec();
                 chunk.advance(piece.len());
-                file.write_all(&piece).await.map_err(|e| format!("writing failed: {e}"))?;
+                file.write_all(&piece)
+                    .await
+                    .map_err(|e| format!("writing failed: {e}"))?;
             }
         }
         file.sync_all().await.map_err(|e| format!("writing failed: {e}"))?;
@@ -1267,7 +1269,12 @@ async fn command(
 }
 
 /// Runs `document` as a command on the command plane as a job (see [`command`]).
-async fn start_job(state: &Arc<State>, session: &Session, target: Target, mut document: Value) -> warp::reply::Response {
+async fn start_job(
+    state: &Arc<State>,
+    session: &Session,
+    target: Target,
+    mut document: Value,
+) -> warp::reply::Response {
     let running = state
         .jobs
         .lock()

@@ -193,7 +193,9 @@ fn attempt(
         .append(offset > 0)
         .open(dest)
         .map_err(|e| Attempt::Fatal(DownloadError::Io(e.to_string())))?;
-    let mut reader = response.into_reader().take(options.max_bytes + 1 - offset.min(options.max_bytes));
+    let mut reader = response
+        .into_reader()
+        .take(options.max_bytes + 1 - offset.min(options.max_bytes));
     let mut received = offset;
     let mut buf = vec![0u8; 64 * 1024];
     progress(received, total);
@@ -232,7 +234,9 @@ fn attempt(
         .map_err(|e| Attempt::Fatal(DownloadError::Io(e.to_string())))?;
     if let Some(total) = total {
         if received < total {
-            return Err(Attempt::Cut(format!("connection closed at {received} of {total} bytes")));
+            return Err(Attempt::Cut(format!(
+                "connection closed at {received} of {total} bytes"
+            )));
         }
     }
     Ok(received)

@@ -414,9 +414,16 @@ impl OtaService {
                 let overdue = now.saturating_sub(first) > limit || first > now + limit;
                 if j.boots > MAX_BOOTS || overdue {
                     let why = if overdue {
-                        format!("{} showed no health within ota.confirm_within ({:?})", j.to_version, s.config.confirm_within)
+                        format!(
+                            "{} showed no health within ota.confirm_within ({:?})",
+                            j.to_version, s.config.confirm_within
+                        )
                     } else {
-                        format!("{} was started {} times without becoming healthy", j.to_version, j.boots - 1)
+                        format!(
+                            "{} was started {} times without becoming healthy",
+                            j.to_version,
+                            j.boots - 1
+                        )
                     };
                     return match self.roll_back_binary(&mut j, &why) {
                         Ok(()) => BootAction::Restart,
@@ -431,7 +438,11 @@ impl OtaService {
                 BootAction::Continue
             }
             ("rolling_back", true) => {
-                let why = j.result.as_ref().and_then(|r| r["error"].as_str().map(str::to_string)).unwrap_or_else(|| "rollback".into());
+                let why = j
+                    .result
+                    .as_ref()
+                    .and_then(|r| r["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "rollback".into());
                 match self.roll_back_binary(&mut j, &why) {
                     Ok(()) => BootAction::Restart,
                     Err(e) => {
@@ -444,7 +455,9 @@ impl OtaService {
                 // confirming or rolling_back, running the previous version: the rollback is done.
                 j.state = "rolled_back".into();
                 if j.result.is_none() {
-                    j.result = Some(json!({"ok": false, "error": format!("{} was rolled back to {}", j.to_version, j.from_version)}));
+                    j.result = Some(
+                        json!({"ok": false, "error": format!("{} was rolled back to {}", j.to_version, j.from_version)}),
+                    );
                 }
                 let _ = self.write_journal(&j);
                 BootAction::Continue
@@ -459,7 +472,8 @@ impl OtaService {
         self.set_progress("rolling_back", &j.request_id, format!("rolling back: {why}"));
         tracing::error!(from = %j.to_version, to = %j.from_version, "OTA: rolling back: {why}");
         j.state = "rolling_back".into();
-        j.result = Some(json!({"ok": false, "error": format!("update_failed: {why}; rolled back to {}", j.from_version)}));
+        j.result =
+            Some(json!({"ok": false, "error": format!("update_failed: {why}; rolled back to {}", j.from_version)}));
         self.write_journal(j)?;
         let previous = s.previous_path();
         // Copy, then rename: the kept binary stays for the next look, the swap is atomic.
@@ -512,7 +526,11 @@ impl OtaService {
                 tracing::error!("OTA: RAUC confirmation failed: {e}");
             }
         } else if j.state == "confirming" && self.current == j.to_version {
-            self.set_progress("confirming", &j.request_id, format!("{} waits for a PUBACK from the broker", j.to_version));
+            self.set_progress(
+                "confirming",
+                &j.request_id,
+                format!("{} waits for a PUBACK from the broker", j.to_version),
+            );
             let healthy = self.wait_healthy(&j, &s, &shutdown).await;
             match healthy {
                 None => return,
@@ -567,10 +585,7 @@ impl OtaService {
             tracing::error!("OTA: cannot mark the update good: {e}");
         }
         if let Some((_, alarms, _)) = self.wiring() {
-            if let Err(e) = alarms
-                .clear(ALARM, "", json!({"installed": j.to_version}))
-                .await
-            {
+            if let Err(e) = alarms.clear(ALARM, "", json!({"installed": j.to_version})).await {
                 tracing::warn!("OTA: clearing {ALARM} failed: {e}");
             }
         }
@@ -585,10 +600,13 @@ impl OtaService {
             clean_dir(&s.staging());
         }
         let Some(outcome) = j.outcome() else { return };
-        let Some((plane, alarms, _)) = self.wiring() else { return };
+        let Some((plane, alarms, _)) = self.wiring() else {
+            return;
+        };
         if let Outcome::Failed(reason) = &outcome {
             if j.state == "rolled_back" {
-                let detail = json!({"from": j.from_version, "to": j.to_version, "request_id": j.request_id, "reason": reason});
+                let detail =
+                    json!({"from": j.from_version, "to": j.to_version, "request_id": j.request_id, "reason": reason});
                 if let Err(e) = alarms.raise(ALARM, "", detail).await {
                     tracing::error!("OTA: raising {ALARM} failed: {e}");
                 }
@@ -678,10 +696,14 @@ impl OtaService {
             }
         }
         let Some(settings) = self.settings.clone() else {
-            return Outcome::Rejected("OTA is not configured on this edge (no `ota:` section with public_key_file)".into());
+            return Outcome::Rejected(
+                "OTA is not configured on this edge (no `ota:` section with public_key_file)".into(),
+            );
         };
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Outcome::Rejected("busy: the appliance is restarting into another version; try again after it".into());
+            return Outcome::Rejected(
+                "busy: the appliance is restarting into another version; try again after it".into(),
+            );
         }
         let Ok(_guard) = self.busy.try_lock() else {
             let p = self.progress.lock().map(|p| p.clone()).unwrap_or_default();
@@ -723,10 +745,9 @@ impl OtaService {
 
     async fn wait_decision(&self, rid: &str) -> Outcome {
         let mut rx = self.decided.subscribe();
-        let limit = self
-            .settings
-            .as_ref()
-            .map_or(Duration::from_secs(600), |s| s.config.confirm_within + Duration::from_secs(60));
+        let limit = self.settings.as_ref().map_or(Duration::from_secs(600), |s| {
+            s.config.confirm_within + Duration::from_secs(60)
+        });
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(j) = self.journal().filter(|j| j.request_id == rid) {
@@ -767,7 +788,11 @@ impl OtaService {
                         Err(e) => return rejected(format!("{name}.sig: {e}")),
                     },
                     Ok(_) => return rejected(format!("{name}.sig is too large to be a signature")),
-                    Err(_) => return rejected(format!("unsigned update: upload {name}.sig (the signature) beside {name}")),
+                    Err(_) => {
+                        return rejected(format!(
+                            "unsigned update: upload {name}.sig (the signature) beside {name}"
+                        ))
+                    }
                 }
             }
             (None, _) => return rejected(verify::VerifyError::Unsigned.to_string()),
@@ -829,7 +854,11 @@ impl OtaService {
                 match std::fs::metadata(&path) {
                     Ok(m) if m.len() > s.config.max_bytes => {
                         let _ = std::fs::remove_file(&path);
-                        Err(format!("the update is {} bytes, more than ota.max_bytes ({})", m.len(), s.config.max_bytes))
+                        Err(format!(
+                            "the update is {} bytes, more than ota.max_bytes ({})",
+                            m.len(),
+                            s.config.max_bytes
+                        ))
                     }
                     Ok(m) => std::fs::rename(&path, &part)
                         .map(|()| m.len())
@@ -899,7 +928,11 @@ impl OtaService {
         if use_rauc {
             return self.rauc_install(s, &mut journal, &staged).await;
         }
-        self.set_progress("installing", &rid, format!("swapping the binary {} for {to_version}", s.binary_path.display()));
+        self.set_progress(
+            "installing",
+            &rid,
+            format!("swapping the binary {} for {to_version}", s.binary_path.display()),
+        );
         if let Err(e) = self.write_journal(&journal) {
             return Some(Outcome::Failed(format!("cannot write the install journal: {e}")));
         }
@@ -919,7 +952,11 @@ impl OtaService {
             return Some(Outcome::Failed(error));
         }
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.set_progress("restarting", &rid, format!("{to_version} is in place; restarting into it"));
+        self.set_progress(
+            "restarting",
+            &rid,
+            format!("{to_version} is in place; restarting into it"),
+        );
         *self.restart_kind.lock().ok()? = "new";
         None
     }
@@ -930,7 +967,10 @@ impl OtaService {
             return Err(format!("{} is not a file", from.display()));
         }
         if meta.len() > max {
-            return Err(format!("the update is {} bytes, more than ota.max_bytes ({max})", meta.len()));
+            return Err(format!(
+                "the update is {} bytes, more than ota.max_bytes ({max})",
+                meta.len()
+            ));
         }
         self.set_bytes(0, Some(meta.len()));
         let (from, to) = (from.to_path_buf(), to.to_path_buf());
@@ -952,7 +992,11 @@ impl OtaService {
         if let Err(e) = self.write_journal(j) {
             return Some(Outcome::Failed(format!("cannot write the install journal: {e}")));
         }
-        self.set_progress("installing", &rid, format!("RAUC installs {} into the other slot", j.to_version));
+        self.set_progress(
+            "installing",
+            &rid,
+            format!("RAUC installs {} into the other slot", j.to_version),
+        );
         let limit = s.config.download_timeout;
         let result = rauc
             .install(staged, limit, |p| {
@@ -971,7 +1015,11 @@ impl OtaService {
             return Some(Outcome::Failed(error));
         }
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.set_progress("rebooting", &rid, format!("{} is in the other slot; rebooting into it", j.to_version));
+        self.set_progress(
+            "rebooting",
+            &rid,
+            format!("{} is in the other slot; rebooting into it", j.to_version),
+        );
         if let Err(e) = reboot(&s.config.reboot_command).await {
             // The slot stays written; booting the current one again keeps the running version.
             let _ = rauc.mark(crate::ops::rauc::MarkState::Active, "booted").await;
@@ -988,8 +1036,15 @@ impl OtaService {
         None
     }
 
-    async fn rauc_after_boot(&self, j: &mut Journal, s: &OtaSettings, shutdown: &CancellationToken) -> Result<(), String> {
-        let rauc = crate::ops::rauc::Rauc::connect_system().await.map_err(|e| e.to_string())?;
+    async fn rauc_after_boot(
+        &self,
+        j: &mut Journal,
+        s: &OtaSettings,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let rauc = crate::ops::rauc::Rauc::connect_system()
+            .await
+            .map_err(|e| e.to_string())?;
         let booted = rauc.booted_slot().await.map_err(|e| e.to_string())?;
         let in_new_slot = j.booted_from.as_deref().is_some_and(|from| from != booted);
         match (j.state.as_str(), in_new_slot) {
@@ -998,7 +1053,11 @@ impl OtaService {
                 j.boots += 1;
                 j.first_boot_ms.get_or_insert(now_ms());
                 self.write_journal(j)?;
-                self.set_progress("confirming", &j.request_id, format!("slot {booted} waits for a PUBACK from the broker"));
+                self.set_progress(
+                    "confirming",
+                    &j.request_id,
+                    format!("slot {booted} waits for a PUBACK from the broker"),
+                );
                 match self.wait_healthy(j, s, shutdown).await {
                     None => Ok(()),
                     Some(true) => {
@@ -1014,7 +1073,9 @@ impl OtaService {
                         );
                         self.set_progress("rolling_back", &j.request_id, format!("rolling back: {why}"));
                         j.state = "rolling_back".into();
-                        j.result = Some(json!({"ok": false, "error": format!("update_failed: {why}; rolled back to {}", j.from_version)}));
+                        j.result = Some(
+                            json!({"ok": false, "error": format!("update_failed: {why}; rolled back to {}", j.from_version)}),
+                        );
                         self.write_journal(j)?;
                         let marked = rauc.mark_bad().await.map_err(|e| e.to_string())?;
                         tracing::error!(slot = %marked.slot, "OTA: RAUC slot marked bad; rebooting into the other slot");
@@ -1145,7 +1206,9 @@ pub fn valid_upload_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Swaps the binary: `<binary>.previous` <- the running one, `<binary>.new` <- the staged one,
@@ -1177,7 +1240,9 @@ fn copy_bounded(from: &Path, to: &Path, max: u64) -> Result<u64, String> {
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = src.read(&mut buf).map_err(|e| format!("reading {}: {e}", from.display()))?;
+        let k = src
+            .read(&mut buf)
+            .map_err(|e| format!("reading {}: {e}", from.display()))?;
         if k == 0 {
             break;
         }
@@ -1233,7 +1298,8 @@ mod tests {
 
     #[test]
     fn install_requests_need_exactly_one_source() {
-        let r = InstallRequest::from_command(&json!({"request_id": "r", "url": "https://x/u", "signature": "s"})).unwrap();
+        let r =
+            InstallRequest::from_command(&json!({"request_id": "r", "url": "https://x/u", "signature": "s"})).unwrap();
         assert_eq!(r.source, Source::Url("https://x/u".into()));
         assert!(InstallRequest::from_command(&json!({"url": "a", "path": "b"})).is_err());
         assert!(InstallRequest::from_command(&json!({})).is_err());

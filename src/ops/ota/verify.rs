@@ -17,14 +17,20 @@ use sha2::{Digest, Sha256};
 /// Why an update was refused before anything was installed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
-    #[error("unsigned update: `signature` (base64 of the 64-byte ed25519 signature over the file's SHA-256) is required")]
+    #[error(
+        "unsigned update: `signature` (base64 of the 64-byte ed25519 signature over the file's SHA-256) is required"
+    )]
     Unsigned,
     #[error("the signature is not valid base64 of 64 bytes: {0}")]
     SignatureFormat(String),
     #[error("`sha256` must be 64 hex digits")]
     DigestFormat,
     #[error("sha256 mismatch: the file ({bytes} bytes) hashes to {actual}, the request says {expected}; it is truncated or corrupted")]
-    DigestMismatch { expected: String, actual: String, bytes: u64 },
+    DigestMismatch {
+        expected: String,
+        actual: String,
+        bytes: u64,
+    },
     #[error("bad signature: the update is not signed by the key in ota.public_key_file")]
     BadSignature,
     #[error("the OTA public key {path} is unusable: {why}")]
@@ -185,6 +191,9 @@ mod tests {
         let p = dir.path().join("k.pem");
         std::fs::write(&p, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
         assert!(matches!(load_public_key(&p), Err(VerifyError::Key { .. })));
-        assert!(matches!(load_public_key(&dir.path().join("none")), Err(VerifyError::Key { .. })));
+        assert!(matches!(
+            load_public_key(&dir.path().join("none")),
+            Err(VerifyError::Key { .. })
+        ));
     }
 }

@@ -63,7 +63,8 @@ pub fn valid(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= STAMP_LEN
         && v.starts_with(|c: char| c.is_ascii_digit())
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
 }
 
 /// The version in the output of `roadedge --version` (`roadedge 0.1.0 (target, profile)`).
