@@ -535,6 +535,31 @@ async fn an_update_that_cannot_reach_the_broker_rolls_back_by_itself_and_reports
     let status = w.call(json!({"action": "ota.status"})).await;
     assert_eq!(status["answer"]["current_version"], "0.1.0");
     assert_eq!(status["answer"]["last_result"]["result"]["ok"], false);
+
+    // A good update afterwards is kept and clears update_failed, once.
+    let (file, sha, sig) = w.update("0.2.1");
+    let rid = w.send(install(&file, &sha, &sig)).await;
+    let result = w.result(&rid, Duration::from_secs(60)).await;
+    assert_eq!(result["ok"], true, "{result}");
+    w.cloud
+        .wait_for("update_failed cleared", Duration::from_secs(10), |m| {
+            m.iter().any(|m| {
+                m.topic == "edge/cab-1/alarm"
+                    && m.payload["alarm"] == "update_failed"
+                    && m.payload["state"] == "cleared"
+            })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let states: Vec<String> = w
+        .cloud
+        .on_topic("edge/cab-1/alarm")
+        .iter()
+        .filter(|m| m.payload["alarm"] == "update_failed")
+        .map(|m| m.payload["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    println!("update_failed alarm records: {states:?}");
+    assert_eq!(states, ["raised", "cleared"]);
     w.supervisor.stop();
 }
 
