@@ -601,38 +601,51 @@ async fn kill_9_after_the_restart_before_the_confirmation_leaves_a_working_versi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_staging_verification_and_swap_always_leaves_a_working_version() {
     let _serial = SERIAL.lock().await;
-    // Kill at increasing delays after the command: staging (copy), verifying, swapping.
-    for delay_ms in [150u64, 250, 400, 700, 1000] {
+    // Each step is recognised on disk (polled every millisecond) and the process killed in it:
+    // staging = `staging/update.part` being written; verifying = `staging/update` hashed, its
+    // signature and version checked, no journal yet; swapping = the journal written, the binaries
+    // being copied and renamed.
+    const STEPS: [&str; 3] = ["staging", "verifying", "swapping"];
+    for step in STEPS {
         let w = World::new("").await;
         let (file, sha, sig) = w.update("0.2.0");
         let rid = w.send(install(&file, &sha, &sig)).await;
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let journal = std::fs::read_to_string(w.state().join("journal.json")).ok();
-        let staging: Vec<String> = std::fs::read_dir(w.state().join("staging"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if w.supervisor.exits().is_empty() {
-            w.supervisor.kill9();
-        }
-        let at = match (&journal, staging.as_slice()) {
-            (Some(_), _) => "swap (journal written)",
-            (None, [s]) if s == "update.part" => "staging",
-            (None, [s]) if s == "update" => "verifying",
-            (None, []) => "before staging",
-            _ => "between steps",
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seen = loop {
+            let seen = if w.state().join("journal.json").exists() {
+                "swapping"
+            } else if w.state().join("staging/update").exists() {
+                "verifying"
+            } else if w.state().join("staging/update.part").exists() {
+                "staging"
+            } else {
+                ""
+            };
+            if seen == step {
+                w.supervisor.kill9();
+                break seen;
+            }
+            let rank = |s: &str| STEPS.iter().position(|x| *x == s);
+            assert!(
+                rank(seen).unwrap_or(0) <= rank(step).unwrap_or(0) || seen.is_empty(),
+                "step {step} passed unseen (at {seen})"
+            );
+            assert!(Instant::now() < deadline, "step {step} never came");
+            tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        println!("kill -9 at {delay_ms} ms: step {at}, staging {staging:?}");
+        assert!(w.supervisor.exits().is_empty(), "killed before any restart");
         // Whatever was hit: a complete binary is in place and the appliance comes back.
+        w.supervisor.wait_exits(1, Duration::from_secs(5)).await;
         let v = version_of(&w.binary);
         assert!(v == "0.1.0" || v == "0.2.0", "{v}");
         w.cloud.wait_edge_online().await;
         // The broker delivers the unacknowledged command again; it ends in exactly one result.
         let result = w.result(&rid, Duration::from_secs(60)).await;
-        println!("  result: {result}");
+        println!("kill -9 while {seen}: binary after the kill {v}; result {}", {
+            let mut r = result.clone();
+            r.as_object_mut().unwrap().remove("edge");
+            r
+        });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(w.results(&rid).len(), 1, "exactly one result");
         let v = version_of(&w.binary);
@@ -641,7 +654,12 @@ async fn kill_9_during_staging_verification_and_swap_always_leaves_a_working_ver
         } else {
             assert_eq!(v, "0.1.0");
             assert_eq!(w.binary_sha(), w.original_sha);
+            assert!(result["error"].as_str().unwrap().contains("interrupted"), "{result}");
         }
+        let staged: Vec<_> = std::fs::read_dir(w.state().join("staging"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(staged.is_empty(), "staging cleaned: {staged:?}");
         drop(w);
     }
 }

@@ -397,6 +397,7 @@ impl OtaService {
             ("installing", false) => {
                 // Killed before the new binary was in place: nothing changed, report it.
                 let _ = std::fs::remove_file(s.new_path());
+                let _ = std::fs::remove_file(s.with_suffix(".previous.tmp"));
                 clean_dir(&s.staging());
                 j.state = "failed".into();
                 j.result = Some(json!({"ok": false, "error": format!(
