@@ -516,6 +516,42 @@ mod tests {
         sql: "ALTER TABLE kv RENAME TO kv_old; CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, ver INTEGER NOT NULL);",
     };
 
+    /// OTA rollback safety of the shipped list: after an update is rolled back, the previous
+    /// build (one migration short, or more since the last breaking one) opens the file the new
+    /// build migrated, keeps its rows and writes, and the new build takes it back.
+    #[test]
+    fn the_previous_release_opens_a_file_migrated_by_this_one_for_an_ota_rollback() {
+        let last_breaking = MIGRATIONS
+            .iter()
+            .rposition(|m| m.compat == Compat::Breaking)
+            .map_or(0, |i| i + 1);
+        assert!(
+            last_breaking < MIGRATIONS.len(),
+            "the newest migration is breaking: the previous release could not open the file after a rollback"
+        );
+        for previous in last_breaking.max(LEGACY_VERSION)..MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r.db");
+            let (conn, _) = open_with(&path, "t", 1, MIGRATIONS).unwrap();
+            conn.execute("INSERT INTO kv VALUES('backlog','kept')", []).unwrap();
+            drop(conn);
+            let (conn, report) = open_with(&path, "t", 1, &MIGRATIONS[..previous]).unwrap();
+            assert!(
+                report.moved_aside.is_none(),
+                "build with {previous} migrations: {report:?}"
+            );
+            assert_eq!(report.newer_additive, MIGRATIONS.len() - previous);
+            let v: String = conn.query_row("SELECT value FROM kv", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, "kept");
+            conn.execute("INSERT INTO kv VALUES('after','rollback')", []).unwrap();
+            drop(conn);
+            let (conn, report) = open_with(&path, "t", 1, MIGRATIONS).unwrap();
+            assert!(report.moved_aside.is_none() && report.newer_additive == 0);
+            let rows: i64 = conn.query_row("SELECT COUNT(*) FROM kv", [], |r| r.get(0)).unwrap();
+            assert_eq!(rows, 2);
+        }
+    }
+
     #[test]
     fn an_older_build_opens_a_file_whose_newer_migrations_are_additive_and_leaves_it_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
