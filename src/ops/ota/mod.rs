@@ -60,7 +60,7 @@ use crate::time::{now_ms, rfc3339_ms};
 
 /// Exit code of a process that stops so the service manager starts the (new or restored) binary.
 pub const RESTART_EXIT_CODE: u8 = 75;
-/// A new version that started this many times without confirming is rolled back at its start.
+/// A new version is rolled back at its start when this is its start number without confirming.
 pub const MAX_BOOTS: u32 = 3;
 /// The name of the edge alarm raised when an update was rolled back.
 pub const ALARM: &str = "update_failed";
@@ -413,7 +413,7 @@ impl OtaService {
                 let first = *j.first_boot_ms.get_or_insert(now);
                 let limit = s.config.confirm_within.as_millis() as i64;
                 let overdue = now.saturating_sub(first) > limit || first > now + limit;
-                if j.boots > MAX_BOOTS || overdue {
+                if j.boots >= MAX_BOOTS || overdue {
                     let why = if overdue {
                         format!(
                             "{} showed no health within ota.confirm_within ({:?})",
@@ -1304,6 +1304,107 @@ mod tests {
         assert_eq!(r.source, Source::Url("https://x/u".into()));
         assert!(InstallRequest::from_command(&json!({"url": "a", "path": "b"})).is_err());
         assert!(InstallRequest::from_command(&json!({})).is_err());
+    }
+
+    fn settings_in(dir: &Path) -> OtaSettings {
+        let config = crate::config::Config::parse(
+            &format!(
+                "edge: {{id: cab}}\nuplink: {{url: 'mqtt://127.0.0.1:1883'}}\nstorage: {{path: {}}}\nota: {{public_key_file: /k.pub, binary_path: {}, confirm_within: 60s}}\n",
+                dir.join("edge.db").display(),
+                dir.join("bin/roadedge").display()
+            ),
+            crate::config::FileCheck::Skip,
+        )
+        .unwrap();
+        OtaSettings::new(config.ota.as_ref().unwrap(), &config.storage.path)
+    }
+
+    fn journal(state: &str, from: &str, to: &str, boots: u32, first_boot_ms: Option<i64>) -> Journal {
+        Journal {
+            request_id: "r1".into(),
+            installer: "binary".into(),
+            from_version: from.into(),
+            to_version: to.into(),
+            sha256: String::new(),
+            source: String::new(),
+            state: state.into(),
+            started_ms: now_ms(),
+            first_boot_ms,
+            boots,
+            booted_from: None,
+            result: None,
+            reported: false,
+            updated_ms: 0,
+        }
+    }
+
+    /// A new version that keeps dying before its health gate (it is the running version here)
+    /// is rolled back at its next start once it used its starts, or once `confirm_within`
+    /// passed since its first start; before that it goes on confirming.
+    #[test]
+    fn a_new_version_that_never_reaches_its_gate_is_rolled_back_at_start() {
+        let current = version::current();
+        for (boots, first, expect_rollback) in [
+            (1, Some(now_ms()), false),
+            (MAX_BOOTS, Some(now_ms()), true),
+            (1, Some(now_ms() - 61_000), true),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = settings_in(dir.path());
+            std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+            std::fs::write(&s.binary_path, b"new").unwrap();
+            std::fs::write(s.previous_path(), b"old").unwrap();
+            let service = OtaService::new(Some(s.clone()));
+            service
+                .write_journal(&journal("confirming", "0.0.1", current, boots, first))
+                .unwrap();
+            let action = service.boot();
+            let j = service.journal().unwrap();
+            if expect_rollback {
+                assert_eq!(action, BootAction::Restart, "boots {boots}");
+                assert_eq!(std::fs::read(&s.binary_path).unwrap(), b"old");
+                assert_eq!(j.state, "rolled_back");
+                assert!(j.result.unwrap()["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("update_failed"));
+                assert_eq!(service.restart_kind(), "previous");
+            } else {
+                assert_eq!(action, BootAction::Continue);
+                assert_eq!(std::fs::read(&s.binary_path).unwrap(), b"new");
+                assert_eq!((j.state.as_str(), j.boots), ("confirming", 2));
+            }
+        }
+    }
+
+    /// The previous version started with the journal still open: the swap never completed (it
+    /// reports the interruption) or the rollback did (it reports the rollback).
+    #[test]
+    fn the_previous_version_closes_an_open_journal_at_start() {
+        let current = version::current();
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings_in(dir.path());
+        let service = OtaService::new(Some(s.clone()));
+        std::fs::write(s.staging().join("update"), b"x").unwrap();
+        service
+            .write_journal(&journal("installing", current, "99.0.0", 0, None))
+            .unwrap();
+        assert_eq!(service.boot(), BootAction::Continue);
+        let j = service.journal().unwrap();
+        assert_eq!(j.state, "failed");
+        assert!(matches!(j.outcome(), Some(Outcome::Failed(e)) if e.contains("interrupted")));
+        assert!(
+            std::fs::read_dir(s.staging()).unwrap().next().is_none(),
+            "staging cleaned"
+        );
+
+        service
+            .write_journal(&journal("rolling_back", current, "99.0.0", 1, None))
+            .unwrap();
+        assert_eq!(service.boot(), BootAction::Continue);
+        let j = service.journal().unwrap();
+        assert_eq!(j.state, "rolled_back");
+        assert!(matches!(j.outcome(), Some(Outcome::Failed(_))));
     }
 
     #[test]
