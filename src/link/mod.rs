@@ -1,7 +1,9 @@
 //! The generic connection layer shared by every device protocol: TCP/TLS listening with limits,
-//! buffered frame I/O with idle timeouts, and the registry of live device connections.
+//! buffered frame I/O with idle timeouts, the registry of live device connections, and the
+//! reconnect backoff of outgoing links.
 //! Contains no protocol logic: protocols bring a pure decoder and a session.
 
+pub mod backoff;
 pub mod framed;
 pub mod listener;
 pub mod registry;

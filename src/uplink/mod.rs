@@ -13,17 +13,16 @@
 //! acknowledged to the broker only once the command plane persisted or answered it, and the plane
 //! recognises a request id it has seen, so each command still ends in exactly one result.
 //!
-//! rumqttc does not return packet ids from `publish`; it processes requests in order and reports
-//! `Outgoing::Publish(pkid)` for each, so publishes are matched to pkids in FIFO order
-//! (`Outgoing::AwaitAck` marks a publish delayed by a pkid collision).
+//! The PUBACK bookkeeping (publish-to-pkid matching, collisions, the window's room, reconnects)
+//! is the pure state machine in [`window`]; this file is the async shell that feeds it rumqttc's
+//! events and carries out what it decides.
 //!
 //! Fairness: devices are drained round-robin a few rows at a time, so a large backlog of one
 //! device (or an outage's backlog) does not hold back live data of the others.
 
-mod backoff;
 mod drain;
+pub mod window;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +33,9 @@ use rumqttc::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use backoff::Backoff;
+pub use crate::link::backoff::Backoff;
 use drain::Drain;
+use window::{Puback, Tracked, Window};
 
 use crate::command::CommandPlane;
 use crate::config::{BrokerUrl, TopicPrefix};
@@ -62,17 +62,6 @@ const MAX_PACKET: usize = 4 << 20;
 /// Rows fetched per device per round of the drain.
 const ROWS_PER_DEVICE: usize = 32;
 
-/// What a tracked publish was.
-#[derive(Debug, Clone, Copy)]
-enum Tracked {
-    Row {
-        seq: i64,
-        sent: Instant,
-    },
-    /// Status or metrics: not in the outbox.
-    Other,
-}
-
 /// Runs the uplink until `shutdown`, reconnecting with jittered exponential backoff.
 pub async fn run(
     settings: UplinkSettings,
@@ -83,8 +72,10 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut system = SystemProbe::new(store.path().to_path_buf());
+    let mut window = Window::new(settings.max_inflight);
     loop {
-        let mut session = Session::new(&settings, &store, &plane, &metrics, &mut system);
+        window.reconnect();
+        let mut session = Session::new(&settings, &store, &plane, &metrics, &mut system, &mut window);
         let outcome = session.run(&shutdown, &mut backoff).await;
         metrics.uplink.connected.store(0, Relaxed);
         match outcome {
@@ -108,12 +99,7 @@ struct Session<'a> {
     plane: &'a Arc<CommandPlane>,
     metrics: &'a Arc<Metrics>,
     system: &'a mut SystemProbe,
-    /// Publishes handed to rumqttc whose pkid is not known yet, in order.
-    unassigned: VecDeque<Tracked>,
-    inflight: HashMap<u16, Tracked>,
-    /// A publish delayed by a pkid collision: sent once the pkid's PUBACK arrives.
-    collided: Option<(u16, Tracked)>,
-    acked: Vec<i64>,
+    window: &'a mut Window,
     ack_writes: Vec<tokio::task::JoinHandle<()>>,
     drain: Drain,
 }
@@ -125,6 +111,7 @@ impl<'a> Session<'a> {
         plane: &'a Arc<CommandPlane>,
         metrics: &'a Arc<Metrics>,
         system: &'a mut SystemProbe,
+        window: &'a mut Window,
     ) -> Self {
         Session {
             settings,
@@ -132,10 +119,7 @@ impl<'a> Session<'a> {
             plane,
             metrics,
             system,
-            unassigned: VecDeque::new(),
-            inflight: HashMap::new(),
-            collided: None,
-            acked: Vec::new(),
+            window,
             ack_writes: Vec::new(),
             drain: Drain::default(),
         }
@@ -231,9 +215,7 @@ impl<'a> Session<'a> {
             // ones, fetched ones, or more of devices whose last fetch was not empty.
             let rows_may_wait = unseen_commits || self.drain.has_buffered() || self.drain.may_have_more();
             // Refill in batches (a quarter of the window) rather than one read per PUBACK.
-            let worth_a_read = self.window_room() >= (self.settings.max_inflight as usize / 4).max(1)
-                || (self.window_used() == 0 && self.window_room() > 0);
-            if rows_may_wait && worth_a_read {
+            if rows_may_wait && self.window.worth_a_read() {
                 unseen_commits = false;
                 let committed_seq = *committed.borrow_and_update();
                 self.fill_window(&client, committed_seq).await?;
@@ -263,19 +245,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn window_used(&self) -> usize {
-        self.unassigned.len() + self.inflight.len() + usize::from(self.collided.is_some())
-    }
-
-    fn window_room(&self) -> usize {
-        // Two slots stay free for status and metrics publishes.
-        (self.settings.max_inflight as usize)
-            .saturating_sub(2)
-            .saturating_sub(self.window_used())
-    }
-
     async fn fill_window(&mut self, client: &AsyncClient, committed_seq: i64) -> Result<(), String> {
-        let room = self.window_room();
+        let room = self.window.room();
         if !self.drain.has_buffered() {
             let drain = std::mem::take(&mut self.drain);
             let result = self
@@ -291,11 +262,11 @@ impl<'a> Session<'a> {
             self.drain = drain;
             fetched.map_err(|e| e.to_string())?;
         }
-        while self.window_room() > 0 {
+        while self.window.room() > 0 {
             let Some(row) = self.drain.pop() else { break };
             let topic = self.topic(&row.topic);
             match client.try_publish(topic, QoS::AtLeastOnce, false, row.payload.clone()) {
-                Ok(()) => self.unassigned.push_back(Tracked::Row {
+                Ok(()) => self.window.sent(Tracked::Row {
                     seq: row.seq,
                     sent: Instant::now(),
                 }),
@@ -319,35 +290,20 @@ impl<'a> Session<'a> {
         client
             .try_publish(self.topic(suffix), QoS::AtLeastOnce, retain, payload)
             .map_err(|e| e.to_string())?;
-        self.unassigned.push_back(Tracked::Other);
+        self.window.sent(Tracked::Other);
         Ok(())
     }
 
     fn on_event(&mut self, client: &AsyncClient, event: Event) -> Result<(), String> {
         match event {
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if self.collided.as_ref().is_some_and(|(p, _)| *p == pkid) {
-                    if let Some((p, t)) = self.collided.take() {
-                        self.inflight.insert(p, t);
-                    }
-                } else if let Some(t) = self.unassigned.pop_front() {
-                    self.inflight.insert(pkid, t);
-                }
-            }
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
-                if let Some(t) = self.unassigned.pop_front() {
-                    self.collided = Some((pkid, t));
-                }
-            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.window.on_outgoing_publish(pkid),
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.window.on_await_ack(pkid),
             Event::Incoming(Packet::PubAck(ack)) => {
                 self.metrics.uplink.pubacks_total.fetch_add(1, Relaxed);
-                if let Some(Tracked::Row { seq, sent }) = self.inflight.remove(&ack.pkid) {
-                    self.metrics
-                        .uplink
-                        .record_puback_latency(sent.elapsed().as_millis() as u64);
+                if let Puback::Row { latency, flush, .. } = self.window.on_puback(ack.pkid, Instant::now()) {
+                    self.metrics.uplink.record_puback_latency(latency.as_millis() as u64);
                     self.metrics.uplink.published_total.fetch_add(1, Relaxed);
-                    self.acked.push(seq);
-                    if self.acked.len() >= 256 {
+                    if flush {
                         self.flush_acks();
                     }
                 }
@@ -382,10 +338,10 @@ impl<'a> Session<'a> {
 
     fn flush_acks(&mut self) {
         self.ack_writes.retain(|h| !h.is_finished());
-        if self.acked.is_empty() {
+        let seqs = self.window.take_acked();
+        if seqs.is_empty() {
             return;
         }
-        let seqs = std::mem::take(&mut self.acked);
         let store = self.store.clone();
         self.ack_writes.push(tokio::spawn(async move {
             if let Err(e) = store.acknowledge(seqs).await {

@@ -1,4 +1,5 @@
-//! Jittered exponential backoff for reconnects (rumqttc retries at a fixed pace).
+//! Jittered exponential backoff for reconnects of outgoing links (the MQTT uplink, reader
+//! connections); rumqttc on its own retries at a fixed pace.
 
 use std::time::Duration;
 
