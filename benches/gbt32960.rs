@@ -4,6 +4,12 @@
 //! (figures in docs/BENCHMARKS.md; `-- --codec-only` for the codec figures alone). Bounded: 3 s
 //! per codec case; load steps of 10 s measured (at most five, each with a 20 s drain cap).
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

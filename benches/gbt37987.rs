@@ -4,6 +4,12 @@
 //! arrives. Bounded: a warm-up, then a fixed measuring window (`ROADEDGE_BENCH_SECS`, default 20).
 //! Run: `cargo bench --bench gbt37987` (figures in docs/BENCHMARKS.md).
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

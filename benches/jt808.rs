@@ -13,6 +13,12 @@
 //! sides' rate. `-- --codec-only` stops after the codec figures; `ROADEDGE_BENCH_ITERATIONS=N`
 //! makes exactly N passes (for `valgrind --tool=callgrind`).
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,6 +1,12 @@
 //! Store append throughput with commit completions, next to the raw SQLite insert rate on the
 //! same disk (the physical limit). Run: `cargo bench --bench store` (figures in docs/BENCHMARKS.md).
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

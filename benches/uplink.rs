@@ -1,6 +1,12 @@
 //! Uplink drain throughput: a backlog of records published to a loopback mosquitto (mutual TLS)
 //! with QoS 1, each row deleted on its PUBACK. Run: `cargo bench --bench uplink`.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -7,6 +7,12 @@
 //! Run: `cargo bench --bench web` (needs mosquitto, chromium and chromium-driver, see scripts/test;
 //! figures in docs/BENCHMARKS.md).
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

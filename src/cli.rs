@@ -1,6 +1,12 @@
 //! Command line (CONTRACT section 1): parses arguments and calls the library. Exit codes: 0
 //! success, 2 invalid configuration or usage, 1 any other failure.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line's output (check-config results, versions, errors before logging is set up) is its interface"
+)]
+
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -23,6 +23,7 @@ pub struct SmallDisk {
 
 impl SmallDisk {
     /// `None` (after saying why) where the machine forbids mounts.
+    #[allow(clippy::print_stdout, reason = "a skipped test says why in the test output")]
     pub fn mount(size: &str) -> Option<SmallDisk> {
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("disk");

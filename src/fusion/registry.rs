@@ -304,7 +304,7 @@ pub struct ListQuery {
     /// Only manual (`true`) or only automatic (`false`) rows.
     #[serde(default)]
     pub manual: Option<bool>,
-    /// Rows per page [100], at most [`MAX_LIST`].
+    /// Rows per page \[100\], at most [`MAX_LIST`].
     #[serde(default)]
     pub limit: Option<usize>,
     /// Rows to skip (paging).

@@ -20,6 +20,7 @@ pub fn init(level: &str) {
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(super::log_ring::layer());
+    let mut journald_error = None;
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
             Ok(journald) => {
@@ -28,14 +29,19 @@ pub fn init(level: &str) {
                     .try_init();
                 return;
             }
-            Err(e) => eprintln!("journald unavailable ({e}); logging to stderr"),
+            Err(e) => journald_error = Some(e),
         }
     }
-    let _ = registry
+    let installed = registry
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_writer(std::io::stderr),
         )
-        .try_init();
+        .try_init()
+        .is_ok();
+    if let (true, Some(e)) = (installed, journald_error) {
+        // Said through the stderr subscriber just installed (and kept in the log ring).
+        tracing::warn!("journald unavailable ({e}); logging to stderr");
+    }
 }

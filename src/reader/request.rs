@@ -14,12 +14,12 @@
 //! | `start_rule`, `stop_rule`, `enable_rule`, `disable_rule` | `spec_id` | hub: store the state, then the link |
 //! | `get_rules`, `alarms` | — | hub (desired rules; active-alarm table) |
 //! | `reconcile`, `alarm_sync`, `reset`, `time_sync` | — | link |
-//! | `get_capabilities` | `requested_data` [0] | link |
-//! | `get_config` / `set_config` | `requested_data` [0], `antenna_id` [0] / `body` (SetDeviceConfig body) | link |
-//! | `firmware_query`, `firmware_activate`, `firmware_deactivate` | `ver_type` [1] | link |
-//! | `firmware_download` | `ver_type` [1] and `file` (served by the edge over TFTP) or `url` (`tftp://` / `ftp://`, relayed) | link |
+//! | `get_capabilities` | `requested_data` \[0\] | link |
+//! | `get_config` / `set_config` | `requested_data` \[0\], `antenna_id` \[0\] / `body` (SetDeviceConfig body) | link |
+//! | `firmware_query`, `firmware_activate`, `firmware_deactivate` | `ver_type` \[1\] | link |
+//! | `firmware_download` | `ver_type` \[1\] and `file` (served by the edge over TFTP) or `url` (`tftp://` / `ftp://`, relayed) | link |
 //! | `log_count`, `log_pull`, `log_clear` | `log` (`device` default, or `tag`); `count` for `log_pull` | link |
-//! | `diagnostics` | `tests` [[2]] (2 = antenna VSWR) | link |
+//! | `diagnostics` | `tests` \[\[2\]\] (2 = antenna VSWR) | link |
 
 use serde_json::Value as Json;
 

@@ -1,12 +1,12 @@
 //! The JSON API and the page's files (CONTRACT 6). One warp route takes every request and
-//! [`handle`] dispatches it, so the rules hold in one place for every path: files and
+//! `handle` dispatches it, so the rules hold in one place for every path: files and
 //! `/healthz` without a session; `/api/login`; every other `/api/*` needs the session cookie, and
 //! every non-GET the session's `X-CSRF-Token`; viewers only read.
 //!
 //! Reads call the services directly. Every write is a command on the command plane
-//! ([`CommandPlane::submit_and_wait`] on the core runtime): the same door, the same function and
-//! the same result record on the response topic as the matching MQTT command. A write runs as a
-//! *job*: answered at once when it ends within [`JOB_ANSWER_WITHIN`], else `202` with the job,
+//! ([`CommandPlane::submit_and_wait`](crate::command::CommandPlane::submit_and_wait) on the core
+//! runtime): the same door, the same function and the same result record on the response topic as
+//! the matching MQTT command. A write runs as a *job*: answered at once when it ends within [`JOB_ANSWER_WITHIN`], else `202` with the job,
 //! which the page follows (`GET /api/jobs/{id}`) to show progress.
 //!
 //! Every error is JSON `{"error": what happened, "hint": what to do next}` with its status code
@@ -152,7 +152,7 @@ impl State {
     }
 }
 
-/// The one route: every request goes to [`handle`].
+/// The one route: every request goes to `handle`.
 pub fn routes(
     state: Arc<State>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {

@@ -40,6 +40,17 @@ const fn build_stamp() -> [u8; 16 + STAMP_LEN] {
 #[used]
 static STAMP: [u8; 16 + STAMP_LEN] = build_stamp();
 
+/// One byte of the stamp as it is in the mapped binary, never the build-time value folded in.
+#[allow(
+    unsafe_code,
+    reason = "read_volatile is the only guaranteed way to keep the compiler from folding the stamp \
+              (the one unsafe of the crate, see [lints] in Cargo.toml)"
+)]
+fn read_stamp_byte(byte: &u8) -> u8 {
+    // SAFETY: the pointer comes from a reference: valid, aligned and initialised.
+    unsafe { std::ptr::read_volatile(byte) }
+}
+
 /// The running binary's version (its stamp).
 pub fn current() -> &'static str {
     static VERSION: OnceLock<String> = OnceLock::new();
@@ -48,7 +59,7 @@ pub fn current() -> &'static str {
         for (i, b) in field.iter_mut().enumerate() {
             // Volatile: the field may have been rewritten in the file after the build, so the
             // compiler must not fold the initial value in.
-            *b = unsafe { std::ptr::read_volatile(&STAMP[16 + i]) };
+            *b = read_stamp_byte(&STAMP[16 + i]);
         }
         let end = field.iter().position(|b| *b == 0).unwrap_or(STAMP_LEN);
         match std::str::from_utf8(&field[..end]) {
