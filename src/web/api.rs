@@ -6,8 +6,9 @@
 //! Reads call the services directly. Every write is a command on the command plane
 //! ([`CommandPlane::submit_and_wait`](crate::command::CommandPlane::submit_and_wait) on the core
 //! runtime): the same door, the same function and the same result record on the response topic as
-//! the matching MQTT command. A write runs as a *job*: answered at once when it ends within [`JOB_ANSWER_WITHIN`], else `202` with the job,
-//! which the page follows (`GET /api/jobs/{id}`) to show progress.
+//! the matching MQTT command. A write runs as a *job*: answered at once when it ends within
+//! [`JOB_ANSWER_WITHIN`], else `202` with the job, which the page follows (`GET /api/jobs/{id}`)
+//! to show progress.
 //!
 //! Every error is JSON `{"error": what happened, "hint": what to do next}` with its status code
 //! and a counter. Bodies are bounded in size and time ([`MAX_JSON_BODY`], [`BODY_TIMEOUT`]).
