@@ -61,6 +61,8 @@ pub struct Services {
     pub registry: Arc<crate::fusion::Registry>,
     /// Updates of roadedge itself (the Update page).
     pub ota: Arc<crate::ops::ota::OtaService>,
+    /// Vehicle data fusion (the Passages page), when `fusion` is configured.
+    pub fusion: Option<Arc<crate::fusion::FusionService>>,
     /// Whether the vehicle gateways are configured (the vehicles page says so when not).
     pub gbt32960_enabled: bool,
     pub jt808_enabled: bool,
