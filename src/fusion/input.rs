@@ -263,9 +263,10 @@ pub fn gbt32960(topic: &str, body: &[u8], seq: i64, received_ms: Ms) -> Result<I
             }
             if let Some(position) = position {
                 let vin = normalize_vin(vin).map_err(|_| InputError::Topic(topic.to_string()))?;
-                let source_ms = record.data.time.and_then(|t| {
-                    beijing_ms(2000 + i32::from(t.year), t.month, t.day, t.hour, t.minute, t.second)
-                });
+                let source_ms = record
+                    .data
+                    .time
+                    .and_then(|t| beijing_ms(2000 + i32::from(t.year), t.month, t.day, t.hour, t.minute, t.second));
                 input.points.push(TelemetryPoint {
                     key: VehicleKey::Vin(vin),
                     source: Source::Gbt32960,
@@ -430,7 +431,10 @@ mod tests {
         assert_eq!(input.reads.len(), 2);
         assert_eq!((input.bad_tags, input.bad_plates), (1, 1));
         let r = &input.reads[0];
-        assert_eq!((r.reader.as_str(), r.tid.as_str(), r.report_seq, r.index), ("north", "e2800001aabbccdd", 42, 0));
+        assert_eq!(
+            (r.reader.as_str(), r.tid.as_str(), r.report_seq, r.index),
+            ("north", "e2800001aabbccdd", 42, 0)
+        );
         assert_eq!(r.plate.as_deref(), Some("京AA12345"));
         assert_eq!(r.plate_type, Some(2));
         assert_eq!(r.cid.as_deref(), Some("0000000a"));
@@ -464,7 +468,10 @@ mod tests {
         let p = &input.points[0];
         assert_eq!(p.key, VehicleKey::Phone("013900000001".into()));
         assert!((p.position.latitude - 31.2304).abs() < 1e-9);
-        assert_eq!((p.speed_kmh, p.heading, p.mileage_km), (Some(72.0), Some(90.0), Some(1234.5)));
+        assert_eq!(
+            (p.speed_kmh, p.heading, p.mileage_km),
+            (Some(72.0), Some(90.0), Some(1234.5))
+        );
         assert_eq!(p.source_ms, crate::time::parse_rfc3339_ms("2026-12-04T01:00:00.000Z"));
         let unfixed = br#"{"header":{"msg_id":512},"body":{"status":1,"latitude":1,"longitude":1}}"#;
         assert!(jt808(topic, unfixed, 5, 0).unwrap().points.is_empty());
@@ -483,7 +490,9 @@ mod tests {
             }]
         );
         let by_vin = br#"{"header":{"msg_id":256},"body":{"color":0,"license_number":"LSIM0000000000001"}}"#;
-        assert!(matches!(&jt808(topic, by_vin, 5, 0).unwrap().facts[0], Fact::Jt808Register { vin: Some(v), plate: None, .. } if v == "LSIM0000000000001"));
+        assert!(
+            matches!(&jt808(topic, by_vin, 5, 0).unwrap().facts[0], Fact::Jt808Register { vin: Some(v), plate: None, .. } if v == "LSIM0000000000001")
+        );
     }
 
     #[test]
@@ -493,7 +502,10 @@ mod tests {
         let input = gbt32960("gbt32960/LSIM0000000000001/upstream/info", body, 9, 0).unwrap();
         let p = &input.points[0];
         assert_eq!(p.source, Source::Gbt32960);
-        assert_eq!((p.speed_kmh, p.soc, p.mileage_km), (Some(60.0), Some(80.0), Some(12345.6)));
+        assert_eq!(
+            (p.speed_kmh, p.soc, p.mileage_km),
+            (Some(60.0), Some(80.0), Some(12345.6))
+        );
         assert_eq!(p.source_ms, crate::time::parse_rfc3339_ms("2026-12-04T01:00:01.000Z"));
         let login = gbt32960("gbt32960/LSIM0000000000001/upstream/vlogin", b"{}", 1, 0).unwrap();
         assert_eq!(login.facts, [Fact::Seen(Key::Vin("LSIM0000000000001".into()))]);

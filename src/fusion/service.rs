@@ -166,7 +166,10 @@ impl FusionService {
         if let Some(k) = kind.filter(|k| !KINDS.contains(k)) {
             return Err(format!("match: `{k}` is not one of {}", KINDS.join(", ")));
         }
-        let recent = self.recent.lock().map_err(|_| "the passage view is unavailable".to_string())?;
+        let recent = self
+            .recent
+            .lock()
+            .map_err(|_| "the passage view is unavailable".to_string())?;
         let mut total = 0;
         let mut passages = Vec::new();
         for p in recent.iter().rev() {
@@ -175,7 +178,13 @@ impl FusionService {
             }
             if let Some(a) = anomaly {
                 let list = p["anomalies"].as_array();
-                let hit = list.is_some_and(|l| if a == "any" { !l.is_empty() } else { l.iter().any(|x| x == a) });
+                let hit = list.is_some_and(|l| {
+                    if a == "any" {
+                        !l.is_empty()
+                    } else {
+                        l.iter().any(|x| x == a)
+                    }
+                });
                 if !hit {
                     continue;
                 }
@@ -346,7 +355,12 @@ impl Core {
                     )?;
                     let rows = stmt
                         .query_map(rusqlite::params![after, REPLAY_CHUNK], |r| {
-                            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get::<_, Vec<u8>>(3)?,
+                            ))
                         })?
                         .collect::<Result<Vec<_>, _>>()?;
                     Ok(rows)
