@@ -152,6 +152,7 @@ pub fn main() -> ExitCode {
                     report_commits: s.report_commits,
                     padding: s.padding,
                 }),
+                ..RunOptions::default()
             };
             run(&s.config.path(), options)
         }
@@ -216,7 +217,9 @@ fn run(path: &std::path::Path, options: RunOptions) -> ExitCode {
     runtime_block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        app::run(config, options, shutdown).await
+        // In-process restarts of the core (configuration apply, revert, `restart`) happen in
+        // there; the process and its logging stay.
+        app::run_from_file(path, options, shutdown, |_| {}).await
     })
 }
 

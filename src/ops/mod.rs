@@ -1,7 +1,9 @@
 //! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system
-//! metrics, the edge's own alarms, the RAUC update client and the OTA service.
+//! metrics, the edge's own alarms, the RAUC update client, the OTA service and remote management of
+//! the configuration (`config_apply`).
 
 pub mod alarms;
+pub mod config_apply;
 pub mod log_ring;
 pub mod logging;
 pub mod ota;
