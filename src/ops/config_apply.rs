@@ -598,6 +598,8 @@ pub struct ConfigService {
     stopping: AtomicBool,
     /// A PUBACK with this run's configuration was seen (the uplink came back).
     uplink_back: AtomicBool,
+    /// PUBACKs counted when this run's core was wired (before its uplink started).
+    pubacks_at_start: std::sync::atomic::AtomicU64,
     wiring: Mutex<Option<Wiring>>,
 }
 
@@ -612,6 +614,7 @@ impl ConfigService {
             writing: tokio::sync::Mutex::new(()),
             stopping: AtomicBool::new(false),
             uplink_back: AtomicBool::new(false),
+            pubacks_at_start: std::sync::atomic::AtomicU64::new(0),
             wiring: Mutex::new(None),
         })
     }
@@ -631,6 +634,25 @@ impl ConfigService {
         read_pending(&self.state_dir)
     }
 
+    /// Whether the uplink came back with this run's configuration: connected, and a PUBACK
+    /// (the retained status, a record) since the core was wired.
+    fn uplink_back(&self) -> bool {
+        if self.uplink_back.load(Ordering::SeqCst) {
+            return true;
+        }
+        let back = self
+            .wiring(|w| {
+                w.metrics.uplink.connected.load(Ordering::Relaxed) == 1
+                    && w.metrics.uplink.pubacks_total.load(Ordering::Relaxed)
+                        > self.pubacks_at_start.load(Ordering::Relaxed)
+            })
+            .unwrap_or(false);
+        if back && !self.uplink_back.swap(true, Ordering::SeqCst) {
+            tracing::info!("config apply: the uplink came back with the new configuration");
+        }
+        back
+    }
+
     fn wiring<T>(&self, f: impl FnOnce(&Wiring) -> T) -> Option<T> {
         self.wiring.lock().ok()?.as_ref().map(f)
     }
@@ -647,7 +669,7 @@ impl ConfigService {
                 "deadline": rfc3339_ms(p.deadline_ms),
                 "seconds_left": ((p.deadline_ms - now).max(0) + 999) / 1000,
                 "uplink_required": p.uplink_required,
-                "uplink_back": self.uplink_back.load(Ordering::SeqCst),
+                "uplink_back": self.uplink_back(),
             })
         });
         let last = read_last(&self.state_dir).map(|l| {
@@ -758,7 +780,7 @@ impl ConfigService {
             return Err(ApplyError::Busy("the configuration is being written".into()));
         };
         let pending = self.pending();
-        check_confirm(pending.as_ref(), now_ms(), self.uplink_back.load(Ordering::SeqCst)).map_err(ApplyError::Io)?;
+        check_confirm(pending.as_ref(), now_ms(), self.uplink_back()).map_err(ApplyError::Io)?;
         let Some(pending) = pending else {
             return Err(ApplyError::Io("no configuration apply is waiting for confirmation".into()));
         };
@@ -797,6 +819,8 @@ impl ConfigService {
         metrics: Arc<Metrics>,
         ota: Arc<crate::ops::ota::OtaService>,
     ) {
+        self.pubacks_at_start
+            .store(metrics.uplink.pubacks_total.load(Ordering::Relaxed), Ordering::Relaxed);
         if let Ok(mut w) = self.wiring.lock() {
             *w = Some(Wiring {
                 plane: plane.clone(),
@@ -810,9 +834,6 @@ impl ConfigService {
     /// Watches a pending apply of this run: remembers the uplink's return, reverts at the
     /// deadline unless confirmed. Runs until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
-        let Some(metrics) = self.wiring(|w| w.metrics.clone()) else {
-            return;
-        };
         let Some(pending) = self.pending() else { return };
         match decide_at_start(Some(&pending), now_ms()) {
             StartDecision::Wait(left) => tracing::warn!(
@@ -822,18 +843,12 @@ impl ConfigService {
             ),
             StartDecision::Nothing | StartDecision::Revert(_) => {}
         }
-        let published_at_start = metrics.uplink.published_total.load(Ordering::Relaxed);
         loop {
-            let connected = metrics.uplink.connected.load(Ordering::Relaxed) == 1;
-            if connected && metrics.uplink.published_total.load(Ordering::Relaxed) > published_at_start {
-                if !self.uplink_back.swap(true, Ordering::SeqCst) {
-                    tracing::info!("config apply: the uplink came back with the new configuration");
-                }
-            }
+            let uplink_back = self.uplink_back();
             // Confirmed (or reverted by another door) meanwhile.
             let Some(pending) = self.pending() else { return };
             if let WatchDecision::Revert(reason) =
-                decide_while_pending(&pending, now_ms(), self.uplink_back.load(Ordering::SeqCst))
+                decide_while_pending(&pending, now_ms(), uplink_back)
             {
                 let Ok(_writing) = self.writing.try_lock() else {
                     tokio::time::sleep(WATCH_EVERY).await;
