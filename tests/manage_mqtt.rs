@@ -47,7 +47,10 @@ impl Edge {
 
     /// SIGTERM and the exit code.
     fn stop(mut self) -> Option<i32> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -109,7 +112,11 @@ async fn command(cloud: &Cloud, mut body: Value, id: &str) -> Value {
         .filter(|m| m.payload["request_id"] == id)
         .map(|m| m.payload)
         .collect();
-    assert!(of_id[0]["edge"]["seq"].is_u64(), "results carry the edge envelope: {}", of_id[0]);
+    assert!(
+        of_id[0]["edge"]["seq"].is_u64(),
+        "results carry the edge envelope: {}",
+        of_id[0]
+    );
     of_id[0].clone()
 }
 
@@ -128,7 +135,10 @@ fn results_of(cloud: &Cloud, id: &str) -> usize {
 async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -164,14 +174,23 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
     assert_eq!(set["answer"]["uplink_required"], true, "{set}");
     assert_eq!(read(&path), changed);
     assert_eq!(read(&path.with_file_name("roadedge.yaml.previous")), original);
-    wait_online_after(&cloud, online, Duration::from_secs(15), "online with the new configuration").await;
+    wait_online_after(
+        &cloud,
+        online,
+        Duration::from_secs(15),
+        "online with the new configuration",
+    )
+    .await;
     let pending = command(&cloud, json!({"action": "config.get"}), "get2").await;
     assert!(pending["answer"]["pending"]["seconds_left"].as_u64().unwrap() <= CONFIRM_WITHIN.as_secs());
     assert_eq!(pending["answer"]["pending"]["request_id"], "set1");
     // A second apply while this one waits is refused.
     let refused = command(&cloud, json!({"action": "config.set", "yaml": original}), "set-busy").await;
     assert_eq!(refused["ok"], false, "{refused}");
-    assert!(refused["error"].as_str().unwrap().contains("waiting for confirmation"), "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("waiting for confirmation"),
+        "{refused}"
+    );
     let confirmed = command(&cloud, json!({"action": "config.confirm"}), "confirm1").await;
     assert_eq!(confirmed["ok"], true, "{confirmed}");
     tokio::time::sleep(CONFIRM_WITHIN + Duration::from_secs(1)).await;
@@ -190,12 +209,30 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
     assert_eq!(set["ok"], true, "{set}");
     assert_eq!(read(&path), unconfirmed);
     let applied = Instant::now();
-    until("the revert", CONFIRM_WITHIN + Duration::from_secs(10), || read(&path) == changed).await;
-    assert!(applied.elapsed() >= CONFIRM_WITHIN - Duration::from_millis(500), "reverted too early");
-    wait_online_after(&cloud, online + 1, Duration::from_secs(15), "online again after the revert").await;
+    until("the revert", CONFIRM_WITHIN + Duration::from_secs(10), || {
+        read(&path) == changed
+    })
+    .await;
+    assert!(
+        applied.elapsed() >= CONFIRM_WITHIN - Duration::from_millis(500),
+        "reverted too early"
+    );
+    wait_online_after(
+        &cloud,
+        online + 1,
+        Duration::from_secs(15),
+        "online again after the revert",
+    )
+    .await;
     let after = command(&cloud, json!({"action": "config.get"}), "get4").await;
     assert_eq!(after["answer"]["last"]["state"], "reverted", "{after}");
-    assert!(after["answer"]["last"]["reason"].as_str().unwrap().contains("nobody confirmed"), "{after}");
+    assert!(
+        after["answer"]["last"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nobody confirmed"),
+        "{after}"
+    );
     assert_eq!(after["answer"]["pending"], Value::Null);
 
     // Invalid YAML, an invalid value and a missing file: refused, nothing changed.
@@ -203,18 +240,34 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
     let invalid = [
         ("bad1", "edge: {id: cab-1\nuplink: [".to_string()),
         ("bad2", before.replace("metrics_interval: 2s", "metrics_interval: soon")),
-        ("bad3", before.replace(&pki.edge.key.display().to_string(), "/nonexistent/edge.key")),
+        (
+            "bad3",
+            before.replace(&pki.edge.key.display().to_string(), "/nonexistent/edge.key"),
+        ),
     ];
     for (id, yaml) in &invalid {
         let r = command(&cloud, json!({"action": "config.set", "yaml": yaml}), id).await;
         assert_eq!(r["ok"], false, "{id}: {r}");
-        assert!(r["error"].as_str().unwrap().contains("nothing was changed"), "{id}: {r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("nothing was changed"),
+            "{id}: {r}"
+        );
         assert_eq!(read(&path), before, "{id}");
     }
-    let r = command(&cloud, json!({"action": "config.set", "yaml": invalid[1].1}), "bad2-line").await;
+    let r = command(
+        &cloud,
+        json!({"action": "config.set", "yaml": invalid[1].1}),
+        "bad2-line",
+    )
+    .await;
     assert!(r["error"].as_str().unwrap().contains("uplink.metrics_interval"), "{r}");
     assert!(r["error"].as_str().unwrap().contains("line "), "{r}");
-    let v = command(&cloud, json!({"action": "config.validate", "yaml": invalid[1].1}), "validate1").await;
+    let v = command(
+        &cloud,
+        json!({"action": "config.validate", "yaml": invalid[1].1}),
+        "validate1",
+    )
+    .await;
     assert_eq!(v["answer"]["valid"], false);
     let line = before.lines().position(|l| l.contains("metrics_interval")).unwrap() + 1;
     assert_eq!(v["answer"]["errors"][0]["path"], "uplink.metrics_interval");
@@ -224,7 +277,10 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
     let lvl = command(&cloud, json!({"action": "log_level", "level": "debug"}), "lvl1").await;
     assert_eq!(lvl["ok"], true, "{lvl}");
     assert_eq!(lvl["answer"]["level"], "debug");
-    until("a debug line in the log", Duration::from_secs(10), || edge.log().contains("DEBUG")).await;
+    until("a debug line in the log", Duration::from_secs(10), || {
+        edge.log().contains("DEBUG")
+    })
+    .await;
     let lvl = command(&cloud, json!({"action": "log_level", "level": "info"}), "lvl2").await;
     assert_eq!(lvl["answer"]["previous"], "debug", "{lvl}");
     let lvl = command(&cloud, json!({"action": "log_level"}), "lvl3").await;
@@ -241,8 +297,25 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     for id in [
-        "get1", "set1", "get2", "set-busy", "confirm1", "get3", "confirm-none", "set2", "get4", "bad1", "bad2", "bad3",
-        "bad2-line", "validate1", "lvl1", "lvl2", "lvl3", "restart1", "ping1",
+        "get1",
+        "set1",
+        "get2",
+        "set-busy",
+        "confirm1",
+        "get3",
+        "confirm-none",
+        "set2",
+        "get4",
+        "bad1",
+        "bad2",
+        "bad3",
+        "bad2-line",
+        "validate1",
+        "lvl1",
+        "lvl2",
+        "lvl3",
+        "restart1",
+        "ping1",
     ] {
         assert_eq!(results_of(&cloud, id), 1, "{id}: exactly one result");
     }
@@ -266,8 +339,17 @@ async fn a_configuration_that_loses_the_uplink_is_reverted_and_the_edge_comes_ba
     let set = command(&cloud, json!({"action": "config.set", "yaml": lost}), "lose").await;
     assert_eq!(set["ok"], true, "{set}");
     until("the new file", Duration::from_secs(5), || read(&path) == lost).await;
-    until("the revert", CONFIRM_WITHIN + Duration::from_secs(10), || read(&path) == original).await;
-    wait_online_after(&cloud, online, Duration::from_secs(20), "online again with the previous configuration").await;
+    until("the revert", CONFIRM_WITHIN + Duration::from_secs(10), || {
+        read(&path) == original
+    })
+    .await;
+    wait_online_after(
+        &cloud,
+        online,
+        Duration::from_secs(20),
+        "online again with the previous configuration",
+    )
+    .await;
     let got = command(&cloud, json!({"action": "config.get"}), "get-lost").await;
     let reason = got["answer"]["last"]["reason"].as_str().unwrap().to_string();
     assert!(reason.contains("uplink did not come back"), "{got}");
@@ -304,7 +386,13 @@ async fn a_kill_9_during_a_pending_apply_restores_the_previous_configuration_at_
     assert!(!dir.path().join("config-apply/pending.json").exists());
     let got = command(&cloud, json!({"action": "config.get"}), "get-kill").await;
     assert_eq!(got["answer"]["last"]["state"], "reverted", "{got}");
-    assert!(got["answer"]["last"]["reason"].as_str().unwrap().contains("not running"), "{got}");
+    assert!(
+        got["answer"]["last"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not running"),
+        "{got}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(results_of(&cloud, "set-kill"), 1);
     assert_eq!(results_of(&cloud, "get-kill"), 1);

@@ -81,7 +81,10 @@ pub fn validate_text(text: &str, files: FileCheck) -> Result<Config, Vec<Located
     if text.len() > MAX_CONFIG_BYTES {
         return Err(vec![LocatedError {
             path: String::new(),
-            message: format!("the configuration is {} bytes, more than {MAX_CONFIG_BYTES}", text.len()),
+            message: format!(
+                "the configuration is {} bytes, more than {MAX_CONFIG_BYTES}",
+                text.len()
+            ),
             line: None,
         }]);
     }
@@ -383,9 +386,11 @@ pub fn check_confirm(pending: Option<&Pending>, now_ms: i64, uplink_back: bool) 
         return Err("too late: the deadline has passed and the previous configuration is being restored".into());
     }
     if p.uplink_required && !uplink_back {
-        return Err("the uplink has not come back with the new configuration yet (no PUBACK from the broker); \
+        return Err(
+            "the uplink has not come back with the new configuration yet (no PUBACK from the broker); \
              confirming now would keep an edge the cloud cannot reach: fix the configuration or let it revert"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -425,7 +430,11 @@ pub fn previous_path(config_path: &Path) -> PathBuf {
 
 fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
@@ -545,7 +554,12 @@ pub fn revert_failed_start(config_path: &Path, why: &str) -> bool {
     let Some(pending) = read_pending(&dir) else {
         return false;
     };
-    match revert(config_path, &dir, &pending, &format!("the new configuration could not start: {why}")) {
+    match revert(
+        config_path,
+        &dir,
+        &pending,
+        &format!("the new configuration could not start: {why}"),
+    ) {
         Ok(()) => true,
         Err(e) => {
             tracing::error!("config apply: {e}");
@@ -660,7 +674,8 @@ impl ConfigService {
     /// The file's text, the pending apply with its seconds left, and how the last apply ended.
     pub fn get(&self) -> Result<Value, ApplyError> {
         let path = self.path.as_ref().ok_or(ApplyError::NoFile)?;
-        let yaml = std::fs::read_to_string(path).map_err(|e| ApplyError::Io(format!("cannot read {}: {e}", path.display())))?;
+        let yaml = std::fs::read_to_string(path)
+            .map_err(|e| ApplyError::Io(format!("cannot read {}: {e}", path.display())))?;
         let now = now_ms();
         let pending = self.pending().map(|p| {
             json!({
@@ -672,9 +687,9 @@ impl ConfigService {
                 "uplink_back": self.uplink_back(),
             })
         });
-        let last = read_last(&self.state_dir).map(|l| {
-            json!({"state": l.state, "request_id": l.request_id, "at": rfc3339_ms(l.at_ms), "reason": l.reason})
-        });
+        let last = read_last(&self.state_dir).map(
+            |l| json!({"state": l.state, "request_id": l.request_id, "at": rfc3339_ms(l.at_ms), "reason": l.reason}),
+        );
         Ok(json!({
             "path": path.display().to_string(),
             "yaml": yaml,
@@ -696,7 +711,8 @@ impl ConfigService {
     /// The line diff of the current file against `yaml`.
     pub fn diff(&self, yaml: &str) -> Result<Diff, ApplyError> {
         let path = self.path.as_ref().ok_or(ApplyError::NoFile)?;
-        let current = std::fs::read_to_string(path).map_err(|e| ApplyError::Io(format!("cannot read {}: {e}", path.display())))?;
+        let current = std::fs::read_to_string(path)
+            .map_err(|e| ApplyError::Io(format!("cannot read {}: {e}", path.display())))?;
         Ok(diff(&current, yaml))
     }
 
@@ -725,7 +741,8 @@ impl ConfigService {
         self.check_idle()?;
         let proposed = validate_text(yaml, FileCheck::Check).map_err(ApplyError::Invalid)?;
         can_start(&proposed).map_err(ApplyError::CannotStart)?;
-        let current = std::fs::read(&path).map_err(|e| ApplyError::Io(format!("cannot read {}: {e}", path.display())))?;
+        let current =
+            std::fs::read(&path).map_err(|e| ApplyError::Io(format!("cannot read {}: {e}", path.display())))?;
         if current == yaml.as_bytes() {
             return Err(ApplyError::Unchanged);
         }
@@ -759,7 +776,12 @@ impl ConfigService {
             return Err(io("cannot write", &path)(e));
         }
         let d = diff(&String::from_utf8_lossy(&current), yaml);
-        tracing::warn!(request_id, added = d.added, removed = d.removed, "config apply: new configuration written; restarting the core with it");
+        tracing::warn!(
+            request_id,
+            added = d.added,
+            removed = d.removed,
+            "config apply: new configuration written; restarting the core with it"
+        );
         Ok(json!({
             "applied": true,
             "path": path.display().to_string(),
@@ -782,7 +804,9 @@ impl ConfigService {
         let pending = self.pending();
         check_confirm(pending.as_ref(), now_ms(), self.uplink_back()).map_err(ApplyError::Io)?;
         let Some(pending) = pending else {
-            return Err(ApplyError::Io("no configuration apply is waiting for confirmation".into()));
+            return Err(ApplyError::Io(
+                "no configuration apply is waiting for confirmation".into(),
+            ));
         };
         remove_pending(&self.state_dir);
         write_last(
@@ -847,9 +871,7 @@ impl ConfigService {
             let uplink_back = self.uplink_back();
             // Confirmed (or reverted by another door) meanwhile.
             let Some(pending) = self.pending() else { return };
-            if let WatchDecision::Revert(reason) =
-                decide_while_pending(&pending, now_ms(), uplink_back)
-            {
+            if let WatchDecision::Revert(reason) = decide_while_pending(&pending, now_ms(), uplink_back) {
                 let Ok(_writing) = self.writing.try_lock() else {
                     tokio::time::sleep(WATCH_EVERY).await;
                     continue;
@@ -878,10 +900,14 @@ fn can_start(config: &Config) -> Result<(), String> {
             .cert_file
             .as_deref()
             .zip(config.uplink.key_file.as_deref());
-        crate::tls::client_config(config.uplink.ca_file.as_deref(), cert_and_key).map_err(|e| format!("uplink TLS: {e}"))?;
+        crate::tls::client_config(config.uplink.ca_file.as_deref(), cert_and_key)
+            .map_err(|e| format!("uplink TLS: {e}"))?;
     }
     let servers = [
-        ("gbt32960.tls", config.gbt32960.as_ref().and_then(|g| g.server.tls.as_ref())),
+        (
+            "gbt32960.tls",
+            config.gbt32960.as_ref().and_then(|g| g.server.tls.as_ref()),
+        ),
         ("jt808.tls", config.jt808.as_ref().and_then(|j| j.server.tls.as_ref())),
         ("web.tls", config.web.as_ref().and_then(|w| w.tls.as_ref())),
     ];
@@ -921,7 +947,10 @@ async fn finish_then_restart(service: &ConfigService, request_id: &str, outcome:
     if let Some(plane) = plane {
         match plane.finish_edge_command(request_id, outcome.clone()).await {
             Ok(_) => {}
-            Err(e) => tracing::error!(request_id, "config apply: cannot record the result before the restart: {e}"),
+            Err(e) => tracing::error!(
+                request_id,
+                "config apply: cannot record the result before the restart: {e}"
+            ),
         }
     }
     // A moment for the web page's answer to leave before its server stops with the core.
@@ -976,7 +1005,9 @@ pub fn register_actions(service: Arc<ConfigService>, plane: &CommandPlane) {
             };
             let request_id = request_id_of(&command);
             if request_id.is_empty() {
-                return Outcome::Rejected("`request_id` is required: the result is recorded before the core restarts".into());
+                return Outcome::Rejected(
+                    "`request_id` is required: the result is recorded before the core restarts".into(),
+                );
             }
             match s.apply(&yaml, &request_id).await {
                 Ok(answer) => finish_then_restart(&s, &request_id, Outcome::Answer(answer)).await,
@@ -1099,9 +1130,20 @@ schedule:
         let got: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.path.as_str(), e.line)).collect();
         assert!(got.contains(&("edge.id", Some(2))), "{errors:?}");
         assert!(got.contains(&("uplink.colour", Some(7))), "{errors:?}");
-        let errors = validate_text("edge: {id: a}\nstorage: {path: /tmp/x.db}\nuplink:\n  url: mqtt://h:1\n  keep_alive: soon\n", FileCheck::Skip).unwrap_err();
-        assert_eq!((errors[0].path.as_str(), errors[0].line), ("uplink.keep_alive", Some(5)));
-        assert!(errors[0].to_string().starts_with("line 5: uplink.keep_alive: "), "{}", errors[0]);
+        let errors = validate_text(
+            "edge: {id: a}\nstorage: {path: /tmp/x.db}\nuplink:\n  url: mqtt://h:1\n  keep_alive: soon\n",
+            FileCheck::Skip,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (errors[0].path.as_str(), errors[0].line),
+            ("uplink.keep_alive", Some(5))
+        );
+        assert!(
+            errors[0].to_string().starts_with("line 5: uplink.keep_alive: "),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
@@ -1147,7 +1189,10 @@ schedule:
             decide_at_start(Some(&pending(true)), 2_500),
             StartDecision::Wait(Duration::from_millis(3_500))
         );
-        assert!(matches!(decide_at_start(Some(&pending(true)), 6_000), StartDecision::Revert(_)));
+        assert!(matches!(
+            decide_at_start(Some(&pending(true)), 6_000),
+            StartDecision::Revert(_)
+        ));
     }
 
     #[test]
@@ -1179,7 +1224,10 @@ schedule:
 
     fn files(dir: &Path) -> (PathBuf, String, String) {
         let db = dir.join("edge.db");
-        let old = format!("edge: {{id: cab}}\nstorage: {{path: {}}}\nuplink: {{url: 'mqtt://127.0.0.1:1'}}\n", db.display());
+        let old = format!(
+            "edge: {{id: cab}}\nstorage: {{path: {}}}\nuplink: {{url: 'mqtt://127.0.0.1:1'}}\n",
+            db.display()
+        );
         let new = format!("{old}logging: {{level: debug}}\n");
         let path = dir.join("roadedge.yaml");
         std::fs::write(&path, &new).unwrap();
@@ -1219,7 +1267,10 @@ schedule:
         std::fs::write(pending_path(&state), serde_json::to_vec(&pending(true)).unwrap()).unwrap();
         assert!(revert_failed_start(&path, "bind failed"));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), old);
-        assert!(read_last(&state).unwrap().reason.contains("could not start: bind failed"));
+        assert!(read_last(&state)
+            .unwrap()
+            .reason
+            .contains("could not start: bind failed"));
     }
 
     #[test]

@@ -65,7 +65,10 @@ pub fn apply_configured(level: &str) {
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(level: &str) {
-    let (text, filter) = match std::env::var("RUST_LOG").ok().and_then(|f| Some((f.clone(), EnvFilter::try_new(f).ok()?))) {
+    let (text, filter) = match std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| Some((f.clone(), EnvFilter::try_new(f).ok()?)))
+    {
         Some(f) => f,
         None => match EnvFilter::try_new(level) {
             Ok(f) => (level.to_string(), f),

@@ -478,13 +478,25 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
         (Method::POST, ["config", "diff"]) => match yaml_body(request, body).await {
             Ok(yaml) => match state.services.config.diff(&yaml) {
                 Ok(d) => ok(json!(d)),
-                Err(e) => error(StatusCode::CONFLICT, &e.to_string(), "start the appliance from a configuration file"),
+                Err(e) => error(
+                    StatusCode::CONFLICT,
+                    &e.to_string(),
+                    "start the appliance from a configuration file",
+                ),
             },
             Err(r) => r,
         },
         (Method::POST, ["config", "apply"]) => match yaml_body(request, body).await {
             // The same edge command the cloud sends: one implementation, two doors.
-            Ok(yaml) => start_job(state, &session, Target::Edge, json!({"action": "config.set", "yaml": yaml})).await,
+            Ok(yaml) => {
+                start_job(
+                    state,
+                    &session,
+                    Target::Edge,
+                    json!({"action": "config.set", "yaml": yaml}),
+                )
+                .await
+            }
             Err(r) => r,
         },
         (Method::POST, ["config", "confirm"]) => {
@@ -502,7 +514,13 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
                     "send {\"level\": \"debug\"} (or error, warn, info, trace, or a filter)",
                 );
             };
-            start_job(state, &session, Target::Edge, json!({"action": "log_level", "level": level})).await
+            start_job(
+                state,
+                &session,
+                Target::Edge,
+                json!({"action": "log_level", "level": level}),
+            )
+            .await
         }
         (Method::POST, ["restart"]) => start_job(state, &session, Target::Edge, json!({"action": "restart"})).await,
         (Method::GET, ["edge", "actions"]) => ok(json!({"actions": state.services.plane.edge_actions().names()})),
@@ -548,7 +566,11 @@ fn config_get(state: &State, session: &Session) -> warp::reply::Response {
     }
     match state.services.config.get() {
         Ok(v) => ok(v),
-        Err(e) => error(StatusCode::CONFLICT, &e.to_string(), "start the appliance from a configuration file"),
+        Err(e) => error(
+            StatusCode::CONFLICT,
+            &e.to_string(),
+            "start the appliance from a configuration file",
+        ),
     }
 }
 

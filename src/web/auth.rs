@@ -61,8 +61,11 @@ pub enum LoginError {
 /// same (name, role, password hash). Nothing is written to disk.
 #[derive(Debug, Default)]
 pub struct SessionCarry {
-    kept: Mutex<Option<(Vec<WebUser>, HashMap<String, Session>)>>,
+    kept: Mutex<Option<KeptSessions>>,
 }
+
+/// The users of the server that kept the sessions, and the sessions by token.
+type KeptSessions = (Vec<WebUser>, HashMap<String, Session>);
 
 /// Users, sessions and the login limiter.
 pub struct Auth {

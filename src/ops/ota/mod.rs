@@ -301,9 +301,12 @@ impl OtaService {
                 p.request_id, p.phase
             ));
         }
-        self.journal()
-            .filter(Journal::open)
-            .map(|j| format!("the update to {} (request `{}`) is still {}", j.to_version, j.request_id, j.state))
+        self.journal().filter(Journal::open).map(|j| {
+            format!(
+                "the update to {} (request `{}`) is still {}",
+                j.to_version, j.request_id, j.state
+            )
+        })
     }
 
     /// Which binary the restart goes to (`new` or `previous`).
