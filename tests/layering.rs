@@ -47,3 +47,51 @@ fn protocol_codecs_do_no_io_and_never_import_tokio() {
         offences.join("\n")
     );
 }
+
+/// The part of a source file the product runs: everything before its inline test module.
+fn product_code(text: &str) -> &str {
+    text.find("#[cfg(test)]\nmod tests").map_or(text, |at| &text[..at])
+}
+
+#[test]
+fn sessions_and_engines_are_pure_state_machines() {
+    // Time comes in as an argument and effects go out as returned actions, so these are tested
+    // without a runtime, a socket or a file, and replayed exactly.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![
+        src.join("gateway/gbt32960/session.rs"),
+        src.join("gateway/jt808/session.rs"),
+        src.join("reader/rules.rs"),
+        src.join("fusion/engine.rs"),
+        src.join("fusion/geo.rs"),
+        src.join("fusion/plate.rs"),
+        src.join("uplink/window.rs"),
+        src.join("link/backoff.rs"),
+    ];
+    rust_files(&src.join("reader/session"), &mut files);
+    files.retain(|f| !f.ends_with("tests.rs"));
+    let forbidden = [
+        "tokio",
+        "std::net",
+        "std::fs",
+        "std::thread",
+        "SystemTime::now",
+        "Instant::now",
+        "rusqlite",
+        "rumqttc",
+        "warp",
+    ];
+    let mut offences = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for (i, line) in product_code(&text).lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for word in forbidden {
+                if code.contains(word) {
+                    offences.push(format!("{}:{}: {word}", file.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(offences.is_empty(), "sessions must stay pure:\n{}", offences.join("\n"));
+}
