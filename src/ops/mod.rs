@@ -1,5 +1,5 @@
 //! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system
-//! metrics, the edge's own alarms, the RAUC update client and the OTA service.
+//! metrics, the edge's own alarms, shutdown on signals, the RAUC update client and the OTA service.
 
 pub mod alarms;
 pub mod log_ring;
@@ -7,5 +7,6 @@ pub mod logging;
 pub mod ota;
 pub mod rauc;
 pub mod scheduler;
+pub mod shutdown;
 pub mod system;
 pub mod systemd;
