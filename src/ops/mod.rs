@@ -1,6 +1,6 @@
 //! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system
-//! metrics, the edge's own alarms, the RAUC update client, the OTA service and remote management of
-//! the configuration (`config_apply`).
+//! metrics, the edge's own alarms, shutdown on signals, the RAUC update client, the OTA service and
+//! remote management of the configuration (`config_apply`).
 
 pub mod alarms;
 pub mod config_apply;
@@ -9,5 +9,6 @@ pub mod logging;
 pub mod ota;
 pub mod rauc;
 pub mod scheduler;
+pub mod shutdown;
 pub mod system;
 pub mod systemd;
