@@ -51,6 +51,8 @@ pub struct Appliance {
     pub web: Option<std::net::SocketAddr>,
     /// Updates of roadedge itself (`ota.*` commands, the web page's Update page).
     pub ota: Arc<crate::ops::ota::OtaService>,
+    /// JT/T 808 terminal provisioning (when `jt808` is configured).
+    pub jt808: Option<Arc<crate::gateway::jt808::Provisioning>>,
 }
 
 /// Delays between attempts to open a database that is busy, locked by another instance,
@@ -202,17 +204,24 @@ pub async fn run_with(
     let intake_stop = CancellationToken::new();
     let core_stop = CancellationToken::new();
     let mut intake = Vec::new();
+    let mut provisioning = None;
     if let Some(jt808) = &config.jt808 {
         let listener = crate::link::bind(jt808.server.listen)
             .await
             .with_context(|| format!("jt808.listen: binding {}", jt808.server.listen))?;
         let settings = crate::gateway::jt808::ServerSettings::from_config(jt808).context("jt808.tls")?;
-        intake.push(crate::gateway::jt808::spawn(
+        let live = Arc::new(crate::link::Registry::default());
+        let service =
+            crate::gateway::jt808::Provisioning::new(store.clone(), jt808.auth, jt808.max_terminals, live.clone());
+        crate::gateway::jt808::provisioning::register_actions(service.clone(), plane.edge_actions());
+        provisioning = Some(service);
+        intake.push(crate::gateway::jt808::spawn_with(
             listener,
             settings,
             store.clone(),
             plane.clone(),
             metrics.clone(),
+            live,
             intake_stop.clone(),
         ));
     }
@@ -265,6 +274,7 @@ pub async fn run_with(
                 readers: readers.clone(),
                 registry: registry.clone(),
                 ota: ota.clone(),
+                jt808: provisioning.clone(),
                 gbt32960_enabled: config.gbt32960.is_some(),
                 jt808_enabled: config.jt808.is_some(),
                 core: tokio::runtime::Handle::current(),
@@ -307,6 +317,7 @@ pub async fn run_with(
         registry: registry.clone(),
         web: web_addr,
         ota: ota.clone(),
+        jt808: provisioning.clone(),
     });
     systemd::notify_ready();
     tracing::info!(edge = %config.edge.id, version = version(), "roadedge running");

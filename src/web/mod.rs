@@ -61,6 +61,8 @@ pub struct Services {
     pub registry: Arc<crate::fusion::Registry>,
     /// Updates of roadedge itself (the Update page).
     pub ota: Arc<crate::ops::ota::OtaService>,
+    /// JT/T 808 terminal provisioning (when `jt808` is configured).
+    pub jt808: Option<Arc<crate::gateway::jt808::Provisioning>>,
     /// Whether the vehicle gateways are configured (the vehicles page says so when not).
     pub gbt32960_enabled: bool,
     pub jt808_enabled: bool,
