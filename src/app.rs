@@ -307,6 +307,13 @@ pub async fn run_with(
     ));
     let expiry_task = tokio::spawn(plane.clone().run_expiry(core_stop.clone()));
     let watchdog_task = tokio::spawn(systemd::watchdog(store.clone(), core_stop.clone()));
+    // Reader links, the wall clock and certificate expiry raise and clear the edge's alarms.
+    intake.push(tokio::spawn(crate::ops::monitors::run(
+        crate::ops::monitors::MonitorSettings::from_config(&config),
+        alarms.clone(),
+        metrics.clone(),
+        intake_stop.clone(),
+    )));
 
     started(&Appliance {
         metrics: metrics.clone(),

@@ -887,7 +887,10 @@ async fn a_terminal_provisioned_from_the_page_is_listed_by_mqtt_and_one_provisio
     assert_eq!(from_page["answer"]["added"], json!(["013900000061"]), "{from_page}");
     // ... and the cloud's listing sees it.
     w.cloud
-        .publish("edge/cab-1/cmd", json!({"request_id": "cloud-l1", "action": "jt808.terminals"}))
+        .publish(
+            "edge/cab-1/cmd",
+            json!({"request_id": "cloud-l1", "action": "jt808.terminals"}),
+        )
         .await;
     let listed = w.result_on("edge/cab-1/cmd/result", "cloud-l1").await;
     assert_eq!(listed["answer"]["terminals"][0]["phone"], "013900000061", "{listed}");
@@ -908,7 +911,12 @@ async fn a_terminal_provisioned_from_the_page_is_listed_by_mqtt_and_one_provisio
     assert_eq!(page_list["auth"], "open");
     assert_eq!(page_list["terminals"][1]["plate"], Value::Null);
     // Bad input is refused with the reason, as a job result.
-    let bad = page_command(&admin, "/api/jt808/provision", json!({"terminals": [{"phone": "139-0000"}]})).await;
+    let bad = page_command(
+        &admin,
+        "/api/jt808/provision",
+        json!({"terminals": [{"phone": "139-0000"}]}),
+    )
+    .await;
     assert_eq!(bad["ok"], false, "{bad}");
     assert!(bad["error"].as_str().unwrap().contains("digits only"), "{bad}");
     // The same rules as every write: a CSRF token and an admin.

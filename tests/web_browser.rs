@@ -304,7 +304,12 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
 
     // Vehicles, JT/T 808 provisioning: a bad phone is refused with the reason; a terminal is
     // added with its plate and colour, listed, and removed after a confirmation.
-    until(&c, "the provisioning form", "return !!document.querySelector('#prov-phone')").await;
+    until(
+        &c,
+        "the provisioning form",
+        "return !!document.querySelector('#prov-phone')",
+    )
+    .await;
     c.find(Locator::Css("#prov-phone"))
         .await
         .unwrap()

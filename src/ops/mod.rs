@@ -1,9 +1,11 @@
 //! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system
-//! metrics, the edge's own alarms, the RAUC update client and the OTA service.
+//! metrics, the edge's own alarms and the checks that raise them (`monitors`), the RAUC update
+//! client and the OTA service.
 
 pub mod alarms;
 pub mod log_ring;
 pub mod logging;
+pub mod monitors;
 pub mod ota;
 pub mod rauc;
 pub mod scheduler;
