@@ -13,7 +13,6 @@ use crate::command::{CommandPlane, EdgeInfo};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ops::systemd;
-use crate::sim::synthetic::{self, SyntheticOptions};
 use crate::store::{Store, StoreOptions};
 use crate::time::now_ms;
 use crate::uplink::{self, UplinkSettings};
@@ -27,11 +26,15 @@ pub fn version() -> &'static str {
     crate::ops::ota::version::current()
 }
 
-/// Extra sources started beside the configured ones.
-#[derive(Debug, Clone, Default)]
+/// Starts an extra record source beside the configured gateways: given the store and the intake
+/// stop token, it returns its task. The source stops with the intake, before the store flushes.
+pub type IntakeSource = Arc<dyn Fn(Store, CancellationToken) -> tokio::task::JoinHandle<()> + Send + Sync>;
+
+/// Extra sources started beside the configured ones (the caller's, e.g. `roadedge sim synthetic`
+/// for the durability tests); the appliance itself starts no simulator.
+#[derive(Clone, Default)]
 pub struct RunOptions {
-    /// The synthetic record source (demo and durability tests).
-    pub synthetic: Option<SyntheticOptions>,
+    pub sources: Vec<IntakeSource>,
 }
 
 /// A running appliance: what the demo and tests need to look at.
@@ -225,8 +228,8 @@ pub async fn run_with(
             intake_stop.clone(),
         ));
     }
-    if let Some(opts) = options.synthetic {
-        intake.push(tokio::spawn(synthetic::run(store.clone(), opts, intake_stop.clone())));
+    for source in &options.sources {
+        intake.push(source(store.clone(), intake_stop.clone()));
     }
     if let Some(section) = &config.gbt32960 {
         let settings = crate::gateway::gbt32960::GatewaySettings::from_config(section).context("gbt32960.tls")?;

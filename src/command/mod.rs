@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::store::{EnvelopeKey, Record, RecordClass, Store, StoreError};
 use crate::time::now_ms;
 
+pub use crate::link::command::{DeviceCommand, DeviceGateway, Outcome};
 pub use edge::{status, ActionFuture, EdgeAction, EdgeActions, EdgeInfo};
 
 /// The device protocols commands can target.
@@ -95,44 +96,6 @@ impl Target {
             protocol: Protocol::from_name(p)?,
             device: d.to_string(),
         })
-    }
-}
-
-/// A command handed to a device gateway.
-#[derive(Debug, Clone)]
-pub struct DeviceCommand {
-    /// The command's row id; pass it back to [`CommandPlane::complete`] or [`CommandPlane::release`].
-    pub id: i64,
-    pub request_id: String,
-    pub device: String,
-    /// The command as the cloud sent it (protocol JSON).
-    pub payload: Value,
-}
-
-/// How a command ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// The device answered; the value is the answer's JSON.
-    Answer(Value),
-    /// The device did not answer within the protocol's retries.
-    Timeout,
-    /// Not executed, with a reason.
-    Rejected(String),
-    /// The TTL passed while the device was offline (set by the plane itself).
-    Expired,
-    /// Executed and failed, with what happened (e.g. an update that was rolled back).
-    Failed(String),
-}
-
-/// Implemented by each device gateway (GB/T 32960, JT/T 808, GB/T 37987).
-pub trait DeviceGateway: Send + Sync {
-    /// Hands the command to the device's live session. Returns it back when the device is not
-    /// connected, so it stays queued.
-    fn deliver(&self, command: DeviceCommand) -> Result<(), DeviceCommand>;
-
-    /// Ids of the devices connected now (the web page's lists).
-    fn online(&self) -> Vec<String> {
-        Vec::new()
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{DeviceCommand, DeviceGateway};
+use super::command::{DeviceCommand, DeviceGateway};
 
 /// Commands a connection may have queued.
 const COMMAND_QUEUE: usize = 64;

@@ -1,6 +1,6 @@
 //! Operations: logging set-up and the in-memory log ring, systemd notification and watchdog, system
-//! metrics, the edge's own alarms and the checks that raise them (`monitors`), the RAUC update
-//! client and the OTA service.
+//! metrics, the edge's own alarms and the checks that raise them (`monitors`), shutdown on
+//! signals, the RAUC update client and the OTA service.
 
 pub mod alarms;
 pub mod log_ring;
@@ -9,5 +9,6 @@ pub mod monitors;
 pub mod ota;
 pub mod rauc;
 pub mod scheduler;
+pub mod shutdown;
 pub mod system;
 pub mod systemd;
