@@ -411,7 +411,7 @@ impl Config {
 
     /// Topic of the edge's own status (retained, Last Will).
     pub fn status_topic(&self) -> String {
-        format!("edge/{}/status", self.edge.id)
+        crate::topics::edge(self.edge.id.as_str(), crate::topics::EdgeTopic::Status)
     }
 }
 
