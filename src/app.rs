@@ -118,6 +118,8 @@ pub struct Appliance {
     /// Remote management of the configuration (`config.*`, `log_level`, `restart`, the page's
     /// Configuration).
     pub config: Arc<crate::ops::config_apply::ConfigService>,
+    /// JT/T 808 terminal provisioning (when `jt808` is configured).
+    pub jt808: Option<Arc<crate::gateway::jt808::Provisioning>>,
 }
 
 /// Delays between attempts to open a database that is busy, locked by another instance,
@@ -271,17 +273,24 @@ pub async fn run_with(
     let intake_stop = CancellationToken::new();
     let core_stop = CancellationToken::new();
     let mut intake = Vec::new();
+    let mut provisioning = None;
     if let Some(jt808) = &config.jt808 {
         let listener = crate::link::bind(jt808.server.listen)
             .await
             .with_context(|| format!("jt808.listen: binding {}", jt808.server.listen))?;
         let settings = crate::gateway::jt808::ServerSettings::from_config(jt808).context("jt808.tls")?;
-        intake.push(crate::gateway::jt808::spawn(
+        let live = Arc::new(crate::link::Registry::default());
+        let service =
+            crate::gateway::jt808::Provisioning::new(store.clone(), jt808.auth, jt808.max_terminals, live.clone());
+        crate::gateway::jt808::provisioning::register_actions(service.clone(), plane.edge_actions());
+        provisioning = Some(service);
+        intake.push(crate::gateway::jt808::spawn_with(
             listener,
             settings,
             store.clone(),
             plane.clone(),
             metrics.clone(),
+            live,
             intake_stop.clone(),
         ));
     }
@@ -336,6 +345,7 @@ pub async fn run_with(
                 ota: ota.clone(),
                 config: config_service.clone(),
                 sessions: options.sessions.clone(),
+                jt808: provisioning.clone(),
                 gbt32960_enabled: config.gbt32960.is_some(),
                 jt808_enabled: config.jt808.is_some(),
                 core: tokio::runtime::Handle::current(),
@@ -368,6 +378,13 @@ pub async fn run_with(
     ));
     let expiry_task = tokio::spawn(plane.clone().run_expiry(core_stop.clone()));
     let watchdog_task = tokio::spawn(systemd::watchdog(store.clone(), core_stop.clone()));
+    // Reader links, the wall clock and certificate expiry raise and clear the edge's alarms.
+    intake.push(tokio::spawn(crate::ops::monitors::run(
+        crate::ops::monitors::MonitorSettings::from_config(&config),
+        alarms.clone(),
+        metrics.clone(),
+        intake_stop.clone(),
+    )));
 
     started(&Appliance {
         metrics: metrics.clone(),
@@ -379,6 +396,7 @@ pub async fn run_with(
         web: web_addr,
         ota: ota.clone(),
         config: config_service.clone(),
+        jt808: provisioning.clone(),
     });
     systemd::notify_ready();
     tracing::info!(edge = %config.edge.id, version = version(), "roadedge running");

@@ -868,6 +868,96 @@ async fn an_update_uploaded_from_the_page_goes_through_the_same_ota_install_as_m
     w.stop().await;
 }
 
+#[tokio::test]
+async fn a_terminal_provisioned_from_the_page_is_listed_by_mqtt_and_one_provisioned_by_mqtt_by_the_page() {
+    let w = World::start(false).await;
+    let admin = w.admin().await;
+    // Door 1: the page provisions (the jt808.provision edge command through the command plane).
+    let job = page_command(
+        &admin,
+        "/api/jt808/provision",
+        json!({"terminals": [{"phone": "13900000061", "plate": "京A00061", "plate_color": 2}]}),
+    )
+    .await;
+    assert_eq!(job["ok"], true, "{job}");
+    assert_eq!(job["answer"]["added"], json!(["013900000061"]));
+    let from_page = w
+        .result_on("edge/cab-1/cmd/result", job["request_id"].as_str().unwrap())
+        .await;
+    assert_eq!(from_page["answer"]["added"], json!(["013900000061"]), "{from_page}");
+    // ... and the cloud's listing sees it.
+    w.cloud
+        .publish(
+            "edge/cab-1/cmd",
+            json!({"request_id": "cloud-l1", "action": "jt808.terminals"}),
+        )
+        .await;
+    let listed = w.result_on("edge/cab-1/cmd/result", "cloud-l1").await;
+    assert_eq!(listed["answer"]["terminals"][0]["phone"], "013900000061", "{listed}");
+    assert_eq!(listed["answer"]["terminals"][0]["plate_color"], 2);
+    // Door 2: the cloud provisions; the page lists both.
+    w.cloud
+        .publish(
+            "edge/cab-1/cmd",
+            json!({"request_id": "cloud-p1", "action": "jt808.provision", "terminals": [{"phone": "013900000062"}]}),
+        )
+        .await;
+    let from_cloud = w.result_on("edge/cab-1/cmd/result", "cloud-p1").await;
+    assert_eq!(from_cloud["answer"]["added"], json!(["013900000062"]), "{from_cloud}");
+    let page_list = admin.get("/api/jt808/terminals").await;
+    assert_eq!(page_list.status, 200);
+    let page_list = page_list.json();
+    assert_eq!(page_list["total"], 2, "{page_list}");
+    assert_eq!(page_list["auth"], "open");
+    assert_eq!(page_list["terminals"][1]["plate"], Value::Null);
+    // Bad input is refused with the reason, as a job result.
+    let bad = page_command(
+        &admin,
+        "/api/jt808/provision",
+        json!({"terminals": [{"phone": "139-0000"}]}),
+    )
+    .await;
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("digits only"), "{bad}");
+    // The same rules as every write: a CSRF token and an admin.
+    let no_csrf = admin
+        .send(
+            "POST",
+            "/api/jt808/deprovision",
+            Some(br#"{"phones":["013900000061"]}"#),
+            &[("X-CSRF-Token", "wrong")],
+        )
+        .await;
+    assert_error_says_what_to_do(&no_csrf, 403);
+    let mut viewer = w.client();
+    viewer.login(VIEWER.0, VIEWER.1).await;
+    assert_eq!(viewer.get("/api/jt808/terminals").await.status, 200);
+    assert_error_says_what_to_do(
+        &viewer
+            .post("/api/jt808/deprovision", &json!({"phones": ["013900000061"]}))
+            .await,
+        403,
+    );
+    let removed = page_command(&admin, "/api/jt808/deprovision", json!({"phones": ["013900000061"]})).await;
+    assert_eq!(removed["answer"]["removed"], json!(["013900000061"]), "{removed}");
+    let rid = removed["request_id"].as_str().unwrap().to_string();
+    w.result_on("edge/cab-1/cmd/result", &rid).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in [rid.as_str(), "cloud-p1", "cloud-l1"] {
+        let n = w
+            .cloud
+            .on_topic("edge/cab-1/cmd/result")
+            .iter()
+            .filter(|m| m.payload["request_id"] == id)
+            .count();
+        assert_eq!(n, 1, "{id}: one result");
+    }
+    let after = admin.get("/api/jt808/terminals").await.json();
+    assert_eq!(after["total"], 1, "{after}");
+    assert_eq!(after["terminals"][0]["phone"], "013900000062");
+    w.stop().await;
+}
+
 /// The appliance run from its file by the in-process supervisor (`app::run_from_file`), as
 /// `roadedge run` does, with the web page on a fixed port so it comes back there after each
 /// restart of the core; `starts` counts the core's starts.

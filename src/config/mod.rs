@@ -86,6 +86,16 @@ pub struct Config {
 pub struct EdgeConfig {
     pub id: EdgeId,
     pub site: Option<Site>,
+    /// Period of the edge's own checks (reader links, the wall clock, certificate expiry).
+    pub monitor_interval: Duration,
+    /// A wall-clock move against the monotonic clock larger than this between two checks raises
+    /// `clock_jump`.
+    pub clock_jump_threshold: Duration,
+}
+
+impl EdgeConfig {
+    pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_CLOCK_JUMP_THRESHOLD: Duration = Duration::from_secs(60);
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,7 +293,13 @@ pub struct ReadersConfig {
     pub max_buffered_bytes: u64,
     pub dialect: ReaderDialect,
     pub keepalive_interval: Duration,
+    /// A configured reader whose link has been down this long raises `reader_offline`.
+    pub offline_after: Duration,
     pub devices: Vec<ReaderDevice>,
+}
+
+impl ReadersConfig {
+    pub const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(60);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -543,7 +559,28 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                     longitude: s.longitude,
                 }
             });
-            id.map(|id| EdgeConfig { id, site })
+            let monitor_interval = v.duration(
+                "edge.monitor_interval",
+                e.monitor_interval.as_deref(),
+                EdgeConfig::DEFAULT_MONITOR_INTERVAL,
+            );
+            if monitor_interval < Duration::from_millis(100) || monitor_interval > Duration::from_secs(3600) {
+                v.error("edge.monitor_interval", "must be between 100ms and 1h");
+            }
+            let clock_jump_threshold = v.duration(
+                "edge.clock_jump_threshold",
+                e.clock_jump_threshold.as_deref(),
+                EdgeConfig::DEFAULT_CLOCK_JUMP_THRESHOLD,
+            );
+            if clock_jump_threshold < Duration::from_secs(1) {
+                v.error("edge.clock_jump_threshold", "must be at least 1s");
+            }
+            id.map(|id| EdgeConfig {
+                id,
+                site,
+                monitor_interval,
+                clock_jump_threshold,
+            })
         }
     };
 
@@ -867,6 +904,11 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                 "readers.keepalive_interval",
                 r.keepalive_interval.as_deref(),
                 Duration::from_secs(10),
+            ),
+            offline_after: v.duration(
+                "readers.offline_after",
+                r.offline_after.as_deref(),
+                ReadersConfig::DEFAULT_OFFLINE_AFTER,
             ),
             devices,
         }

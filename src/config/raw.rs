@@ -28,6 +28,8 @@ pub struct RawConfig {
 pub struct Edge {
     pub id: String,
     pub site: Option<Site>,
+    pub monitor_interval: Option<String>,
+    pub clock_jump_threshold: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +147,7 @@ pub struct Readers {
     pub max_buffered_bytes: Option<String>,
     pub dialect: Option<String>,
     pub keepalive_interval: Option<String>,
+    pub offline_after: Option<String>,
     pub devices: Option<Vec<ReaderDevice>>,
 }
 
@@ -355,6 +358,9 @@ fn stringify_scalars_where_needed(value: serde_yaml::Value) -> serde_yaml::Value
                                 | "max_clock_skew"
                                 | "lane"
                                 | "keepalive_interval"
+                                | "offline_after"
+                                | "monitor_interval"
+                                | "clock_jump_threshold"
                                 | "max_buffered_bytes"
                                 | "reassembly_timeout"
                                 | "max_reassembly_bytes"

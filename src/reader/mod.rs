@@ -741,6 +741,7 @@ mod tests {
             max_buffered_bytes: crate::config::DEFAULT_MAX_BUFFERED,
             dialect: ReaderDialect::Hb2017,
             keepalive_interval: Duration::from_secs(1),
+            offline_after: ReadersConfig::DEFAULT_OFFLINE_AFTER,
             devices: Vec::new(),
         };
         let deps = ReaderDeps {

@@ -451,6 +451,19 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
             };
             command(state, request, body, &session, target).await
         }
+        (Method::GET, ["jt808", "terminals"]) => jt808_terminals(state).await,
+        (Method::POST, ["jt808", action @ ("provision" | "deprovision")]) => {
+            if state.services.jt808.is_none() {
+                return no_jt808();
+            }
+            let mut document = match read_json(request, body).await {
+                Ok(d) => d,
+                Err(r) => return r,
+            };
+            // The same edge command the cloud sends: one implementation, two doors.
+            document["action"] = json!(format!("jt808.{action}"));
+            start_job(state, &session, Target::Edge, document).await
+        }
         (Method::GET, ["ota"]) => ok(state.services.ota.status()),
         (Method::POST, ["ota", "upload"]) => ota_upload(state, request, body).await,
         (Method::POST, ["ota", "install"]) => {
@@ -1291,6 +1304,29 @@ async fn registry_list(state: &State, request: &Request) -> warp::reply::Respons
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("the registry could not be read: {e}"),
+            "try again; if it persists, see the Logs page",
+        ),
+    }
+}
+
+fn no_jt808() -> warp::reply::Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "the JT/T 808 gateway is not configured",
+        "add a `jt808` section to the configuration to provision terminals",
+    )
+}
+
+/// `GET /api/jt808/terminals`: the provisioned terminals (the `jt808.terminals` listing).
+async fn jt808_terminals(state: &State) -> warp::reply::Response {
+    let Some(service) = &state.services.jt808 else {
+        return no_jt808();
+    };
+    match service.list(None).await {
+        Ok(list) => ok(json!(list)),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the terminals could not be read: {e}"),
             "try again; if it persists, see the Logs page",
         ),
     }

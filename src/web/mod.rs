@@ -65,6 +65,8 @@ pub struct Services {
     pub config: Arc<crate::ops::config_apply::ConfigService>,
     /// Sessions kept across in-process restarts of the core.
     pub sessions: Arc<auth::SessionCarry>,
+    /// JT/T 808 terminal provisioning (when `jt808` is configured).
+    pub jt808: Option<Arc<crate::gateway::jt808::Provisioning>>,
     /// Whether the vehicle gateways are configured (the vehicles page says so when not).
     pub gbt32960_enabled: bool,
     pub jt808_enabled: bool,

@@ -402,6 +402,7 @@ impl Session {
                     phone: header.phone.to_string(),
                     terminal_id: text("dev_id"),
                     plate: text("license_number"),
+                    plate_color: body["body"]["color"].as_u64().and_then(|c| u8::try_from(c).ok()),
                     edition: register.edition,
                 };
                 self.phase = Phase::Registering {
