@@ -519,7 +519,7 @@ pub async fn run_cli(args: TrafficArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let shutdown = crate::cli::stop_token(duration);
+    let shutdown = crate::ops::shutdown::stop_token(duration);
     let targets = Targets {
         jt808: args.jt808,
         gbt32960: args.gbt32960,
