@@ -154,7 +154,10 @@ pub fn main() -> ExitCode {
             let source: crate::app::IntakeSource = std::sync::Arc::new(move |store, stop| {
                 tokio::spawn(crate::sim::synthetic::run(store, synthetic.clone(), stop))
             });
-            let options = RunOptions { sources: vec![source] };
+            let options = RunOptions {
+                sources: vec![source],
+                ..RunOptions::default()
+            };
             run(&s.config.path(), options)
         }
         Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
@@ -218,7 +221,9 @@ fn run(path: &std::path::Path, options: RunOptions) -> ExitCode {
     runtime_block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(crate::ops::shutdown::cancel_on_signal(shutdown.clone()));
-        app::run(config, options, shutdown).await
+        // In-process restarts of the core (configuration apply, revert, `restart`) happen in
+        // there; the process and its logging stay.
+        app::run_from_file(path, options, shutdown, |_| {}).await
     })
 }
 

@@ -185,6 +185,7 @@ pub struct Web {
     pub listen: Option<String>,
     pub tls: Option<ServerTls>,
     pub users: Option<Vec<WebUser>>,
+    pub confirm_within: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,6 +365,7 @@ fn stringify_scalars_where_needed(value: serde_yaml::Value) -> serde_yaml::Value
                                 | "reassembly_timeout"
                                 | "max_reassembly_bytes"
                                 | "max_command_ttl"
+                                | "confirm_within"
                                 | "id"
                                 | "sn"
                                 | "name"
