@@ -143,15 +143,20 @@ pub fn main() -> ExitCode {
         Command::Passwd => passwd(),
         Command::Run(c) => run(&c.path(), RunOptions::default()),
         Command::Sim(SimCommand::Synthetic(s)) => {
+            let synthetic = SyntheticOptions {
+                devices: s.devices,
+                rate: s.rate,
+                critical_every: s.critical_every,
+                run_id: s.run_id,
+                report_commits: s.report_commits,
+                padding: s.padding,
+            };
+            let source: crate::app::IntakeSource = std::sync::Arc::new(move |store, stop| {
+                tokio::spawn(crate::sim::synthetic::run(store, synthetic.clone(), stop))
+            });
             let options = RunOptions {
-                synthetic: Some(SyntheticOptions {
-                    devices: s.devices,
-                    rate: s.rate,
-                    critical_every: s.critical_every,
-                    run_id: s.run_id,
-                    report_commits: s.report_commits,
-                    padding: s.padding,
-                }),
+                sources: vec![source],
+                ..RunOptions::default()
             };
             run(&s.config.path(), options)
         }
@@ -216,8 +221,10 @@ fn run(path: &std::path::Path, options: RunOptions) -> ExitCode {
     raise_open_files();
     runtime_block_on(async move {
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        app::run(config, options, shutdown).await
+        tokio::spawn(crate::ops::shutdown::cancel_on_signal(shutdown.clone()));
+        // In-process restarts of the core (configuration apply, revert, `restart`) happen in
+        // there; the process and its logging stay.
+        app::run_from_file(path, options, shutdown, |_| {}).await
     })
 }
 
@@ -263,35 +270,4 @@ fn runtime_block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) ->
             ExitCode::from(1)
         }
     }
-}
-
-/// A token cancelled on SIGTERM/SIGINT, or after `duration` when one is given (simulators, demo).
-pub fn stop_token(duration: Option<std::time::Duration>) -> CancellationToken {
-    let token = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(token.clone()));
-    if let Some(d) = duration {
-        let t = token.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            t.cancel();
-        });
-    }
-    token
-}
-
-/// Cancels `token` on SIGTERM or SIGINT.
-pub async fn cancel_on_signal(token: CancellationToken) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    token.cancel();
 }

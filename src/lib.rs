@@ -17,5 +17,6 @@ pub mod sim;
 pub mod store;
 pub mod time;
 pub mod tls;
+pub mod topics;
 pub mod uplink;
 pub mod web;

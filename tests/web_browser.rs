@@ -1,7 +1,8 @@
 //! The management page in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
 //! installed by `scripts/test`), driven over WebDriver: log in with the keyboard, watch the
 //! dashboard's charts take new points, add and start a select rule on a simulated reader and see
-//! its reports arrive, send a vehicle a command and see the answer, add a vehicle to the identity
+//! its reports arrive, send a vehicle a command and see the answer, provision and remove a JT/T 808
+//! terminal, add a vehicle to the identity
 //! registry, read the live log, upload a signed update and see its progress and the result, log
 //! out.
 //! A screenshot of every page is saved to `target/screenshots/` (not committed) at 1366x768.
@@ -300,6 +301,70 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
     )
     .await;
     screenshot(&c, "07-vehicles").await;
+
+    // Vehicles, JT/T 808 provisioning: a bad phone is refused with the reason; a terminal is
+    // added with its plate and colour, listed, and removed after a confirmation.
+    until(
+        &c,
+        "the provisioning form",
+        "return !!document.querySelector('#prov-phone')",
+    )
+    .await;
+    c.find(Locator::Css("#prov-phone"))
+        .await
+        .unwrap()
+        .send_keys("1390000x")
+        .await
+        .unwrap();
+    click(&c, "#prov-add").await;
+    until(
+        &c,
+        "the phone's error",
+        "const f = document.querySelector('#prov-form'); return !!f && f.innerText.includes('1 to 20 digits')",
+    )
+    .await;
+    c.execute("document.querySelector('#prov-phone').value = ''", vec![])
+        .await
+        .unwrap();
+    c.find(Locator::Css("#prov-phone"))
+        .await
+        .unwrap()
+        .send_keys("13900000071")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#prov-plate"))
+        .await
+        .unwrap()
+        .send_keys("沪A00071")
+        .await
+        .unwrap();
+    c.execute("document.querySelector('#prov-color').value = '2'", vec![])
+        .await
+        .unwrap();
+    click(&c, "#prov-add").await;
+    until(
+        &c,
+        "the provisioned terminal in the list",
+        "const t = document.querySelector('#jt808-provisioned'); return !!t && t.innerText.includes('013900000071') && t.innerText.includes('yellow')",
+    )
+    .await;
+    c.execute("document.querySelector('#jt808-provisioning').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    screenshot(&c, "07b-jt808-provisioning").await;
+    c.execute(
+        "[...document.querySelectorAll('#jt808-provisioned button')].find(b => b.textContent === 'Remove').click()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&c, "dialog button.danger").await;
+    until(
+        &c,
+        "the terminal gone from the list",
+        "const p = document.querySelector('#jt808-provisioning'); return !!p && p.innerText.includes('No terminal is provisioned')",
+    )
+    .await;
 
     // Registry: add a vehicle by hand and find it.
     click(&c, "nav a[data-view=registry]").await;

@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 use crate::metrics::Metrics;
 use crate::store::{EnvelopeKey, Record, RecordClass, Store, StoreError};
 use crate::time::now_ms;
+use crate::topics::{self, Downstream, EdgeTopic};
 
+pub use crate::link::command::{DeviceCommand, DeviceGateway, Outcome};
 pub use edge::{status, ActionFuture, EdgeAction, EdgeActions, EdgeInfo};
 
 /// The device protocols commands can target.
@@ -53,9 +55,9 @@ impl Protocol {
     /// Topic on which results and device answers for `device` are published.
     pub fn response_topic(self, device: &str) -> String {
         match self {
-            Protocol::Gbt32960 => format!("gbt32960/{device}/upstream/response"),
-            Protocol::Jt808 => format!("jt808/{device}/{device}/up"),
-            Protocol::Gbt37987 => format!("gbt37987/{device}/up/response"),
+            Protocol::Gbt32960 => topics::gbt32960_up(device, "response"),
+            Protocol::Jt808 => topics::jt808_up(device),
+            Protocol::Gbt37987 => topics::gbt37987_up(device, "response"),
         }
     }
 
@@ -65,9 +67,6 @@ impl Protocol {
             _ => EnvelopeKey::Lower,
         }
     }
-
-    /// The downstream topic filters to subscribe to.
-    pub const DOWNSTREAM_FILTERS: [&'static str; 3] = ["gbt32960/+/dnstream", "jt808/+/+/dn", "gbt37987/+/dn"];
 }
 
 /// Whom a downstream message is for.
@@ -95,44 +94,6 @@ impl Target {
             protocol: Protocol::from_name(p)?,
             device: d.to_string(),
         })
-    }
-}
-
-/// A command handed to a device gateway.
-#[derive(Debug, Clone)]
-pub struct DeviceCommand {
-    /// The command's row id; pass it back to [`CommandPlane::complete`] or [`CommandPlane::release`].
-    pub id: i64,
-    pub request_id: String,
-    pub device: String,
-    /// The command as the cloud sent it (protocol JSON).
-    pub payload: Value,
-}
-
-/// How a command ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// The device answered; the value is the answer's JSON.
-    Answer(Value),
-    /// The device did not answer within the protocol's retries.
-    Timeout,
-    /// Not executed, with a reason.
-    Rejected(String),
-    /// The TTL passed while the device was offline (set by the plane itself).
-    Expired,
-    /// Executed and failed, with what happened (e.g. an update that was rolled back).
-    Failed(String),
-}
-
-/// Implemented by each device gateway (GB/T 32960, JT/T 808, GB/T 37987).
-pub trait DeviceGateway: Send + Sync {
-    /// Hands the command to the device's live session. Returns it back when the device is not
-    /// connected, so it stays queued.
-    fn deliver(&self, command: DeviceCommand) -> Result<(), DeviceCommand>;
-
-    /// Ids of the devices connected now (the web page's lists).
-    fn online(&self) -> Vec<String> {
-        Vec::new()
     }
 }
 
@@ -299,29 +260,22 @@ impl CommandPlane {
 
     /// Which target a downstream topic (prefix already removed) addresses.
     pub fn route(&self, topic: &str) -> Option<Target> {
-        let parts: Vec<&str> = topic.split('/').collect();
-        match parts.as_slice() {
-            ["edge", id, "cmd"] if *id == self.edge.edge_id => Some(Target::Edge),
-            ["gbt32960", vin, "dnstream"] => Some(Target::Device {
-                protocol: Protocol::Gbt32960,
-                device: vin.to_string(),
-            }),
-            ["jt808", phone, phone2, "dn"] if phone == phone2 => Some(Target::Device {
-                protocol: Protocol::Jt808,
-                device: phone.to_string(),
-            }),
-            ["gbt37987", reader, "dn"] => Some(Target::Device {
-                protocol: Protocol::Gbt37987,
-                device: reader.to_string(),
-            }),
-            _ => None,
+        let device = |protocol, device: &str| Target::Device {
+            protocol,
+            device: device.to_string(),
+        };
+        match topics::parse_downstream(topic)? {
+            Downstream::Edge(id) => (id == self.edge.edge_id).then_some(Target::Edge),
+            Downstream::Gbt32960(vin) => Some(device(Protocol::Gbt32960, vin)),
+            Downstream::Jt808(phone) => Some(device(Protocol::Jt808, phone)),
+            Downstream::Gbt37987(reader) => Some(device(Protocol::Gbt37987, reader)),
         }
     }
 
     /// The topic filters (without prefix) the uplink subscribes to.
     pub fn subscriptions(&self) -> Vec<String> {
-        let mut v = vec![format!("edge/{}/cmd", self.edge.edge_id)];
-        v.extend(Protocol::DOWNSTREAM_FILTERS.iter().map(|s| s.to_string()));
+        let mut v = vec![topics::edge(&self.edge.edge_id, EdgeTopic::Cmd)];
+        v.extend(topics::DOWNSTREAM_FILTERS.iter().map(|s| s.to_string()));
         v
     }
 
@@ -736,7 +690,7 @@ fn result_record(target: &Target, request_id: &str, outcome: &Outcome, edge_id: 
     }
     let (topic, envelope, device) = match target {
         Target::Edge => (
-            format!("edge/{edge_id}/cmd/result"),
+            topics::edge(edge_id, EdgeTopic::CmdResult),
             EnvelopeKey::Lower,
             "edge".to_string(),
         ),

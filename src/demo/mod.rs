@@ -137,7 +137,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         cloud_cert.cert.display(),
         cloud_cert.key.display()
     );
-    let shutdown = crate::cli::stop_token(duration);
+    let shutdown = crate::ops::shutdown::stop_token(duration);
     let out = Out { stop: shutdown.clone() };
     let mut banner = Vec::new();
     banner.push(format!("roadedge demo {}", app::version()));

@@ -4,6 +4,7 @@
 //! Contains no protocol logic: protocols bring a pure decoder and a session.
 
 pub mod backoff;
+pub mod command;
 pub mod framed;
 pub mod listener;
 pub mod registry;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{DeviceCommand, DeviceGateway};
+use super::command::{DeviceCommand, DeviceGateway};
 
 /// Commands a connection may have queued.
 const COMMAND_QUEUE: usize = 64;
@@ -94,6 +94,19 @@ impl Registry {
             if e.get(device).is_some_and(|x| x.connection == connection) {
                 e.remove(device);
             }
+        }
+    }
+
+    /// Closes the live connection of `device`, if any (its access was revoked). Returns whether
+    /// one was connected. The connection sees the same signal as a replacement and closes.
+    pub fn disconnect(&self, device: &str) -> bool {
+        let entry = self.entries.lock().ok().and_then(|mut e| e.remove(device));
+        match entry {
+            Some(old) => {
+                old.replaced.cancel();
+                true
+            }
+            None => false,
         }
     }
 

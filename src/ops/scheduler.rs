@@ -90,7 +90,7 @@ pub async fn execute(job: &ScheduledJob, ctx: &JobContext) -> Result<String, Str
             let body = ctx.metrics.snapshot(now_ms(), probe.snapshot());
             let record = Record::new(
                 "edge",
-                format!("edge/{}/metrics", ctx.edge_id),
+                crate::topics::edge(&ctx.edge_id, crate::topics::EdgeTopic::Metrics),
                 RecordClass::Telemetry,
                 &body,
             );

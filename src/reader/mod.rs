@@ -4,7 +4,7 @@
 //! and publishes tag reports, events, alarms and logs, and runs management commands.
 //!
 //! Owns: the link supervisors (`link.rs`: dial with jittered backoff, accept, serial), the pure
-//! per-link session (`session.rs`), rules (`rules.rs`), the reader tables (`db.rs`), upstream
+//! per-link session (`session/`: the link phase, its jobs and its alarms), rules (`rules.rs`), the reader tables (`db.rs`), upstream
 //! payloads (`records.rs`), command parsing (`request.rs`), firmware serving (`tftp.rs`), and
 //! [`ReaderService`]: the command plane's gateway for `Protocol::Gbt37987` and the Rust API the
 //! web page and the scheduler call.
@@ -748,6 +748,7 @@ mod tests {
             max_buffered_bytes: crate::config::DEFAULT_MAX_BUFFERED,
             dialect: ReaderDialect::Hb2017,
             keepalive_interval: Duration::from_secs(1),
+            offline_after: ReadersConfig::DEFAULT_OFFLINE_AFTER,
             devices: Vec::new(),
         };
         let deps = ReaderDeps {

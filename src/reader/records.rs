@@ -49,12 +49,12 @@ impl Leaf {
 
 /// The ordering key of a reader's records.
 pub fn device_key(reader: &str) -> String {
-    format!("gbt37987/{reader}")
+    crate::topics::device_key("gbt37987", reader)
 }
 
 /// The topic (without prefix) of one of a reader's upstream leaves.
 pub fn topic(reader: &str, leaf: Leaf) -> String {
-    format!("gbt37987/{reader}/up/{}", leaf.as_str())
+    crate::topics::gbt37987_up(reader, leaf.as_str())
 }
 
 /// A record for `reader` on `leaf` with `body`, received at `received_at_ms`.

@@ -809,7 +809,7 @@ impl SimArgs {
 pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
     let options = args.options()?;
     crate::ops::logging::init("warn");
-    let shutdown = crate::cli::stop_token(None);
+    let shutdown = crate::ops::shutdown::stop_token(None);
     let stats = Arc::new(LoadStats::default());
     println!(
         "gbt32960 sim: {} vehicles ({:?}) -> {}{}, {} frames/s",

@@ -804,7 +804,7 @@ pub async fn run_cli(args: Jt808Args) -> anyhow::Result<()> {
         .map(crate::config::parse_duration)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
-    let shutdown = crate::cli::stop_token(duration);
+    let shutdown = crate::ops::shutdown::stop_token(duration);
     let stats = Arc::new(SimStats::default());
     println!(
         "simulating {} JT/T 808 terminals against {} ({:?}, {} locations/s{})",

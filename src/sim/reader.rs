@@ -1683,7 +1683,7 @@ pub async fn run_cli(args: ReaderSimArgs) -> anyhow::Result<()> {
     options.report_interval = Duration::from_secs_f64(1.0 / args.rate);
     options.tags_per_report = args.tags_per_report.clamp(1, 1000);
     options.keepalive_interval = (!keepalive.is_zero()).then_some(keepalive);
-    let shutdown = crate::cli::stop_token(duration);
+    let shutdown = crate::ops::shutdown::stop_token(duration);
     let readers = run_many(options, args.count, shutdown.clone()).await?;
     for r in &readers {
         match r.local_addr {

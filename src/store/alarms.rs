@@ -181,5 +181,10 @@ pub fn alarm_record(edge_id: &str, name: &str, state: &str, subject: &str, detai
         detail["subject"] = json!(subject);
     }
     let body = json!({"alarm": name, "state": state, "detail": detail});
-    Record::new("edge", format!("edge/{edge_id}/alarm"), RecordClass::Critical, &body)
+    Record::new(
+        "edge",
+        crate::topics::edge(edge_id, crate::topics::EdgeTopic::Alarm),
+        RecordClass::Critical,
+        &body,
+    )
 }

@@ -43,6 +43,7 @@ use crate::metrics::Metrics;
 use crate::ops::system::SystemProbe;
 use crate::store::Store;
 use crate::time::{now_ms, now_rfc3339};
+use crate::topics::{self, EdgeTopic};
 
 /// Everything the uplink needs to know.
 #[derive(Clone)]
@@ -148,7 +149,7 @@ impl<'a> Session<'a> {
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             .set_request_channel_capacity(s.max_inflight as usize + 64)
             .set_last_will(LastWill::new(
-                self.topic(&format!("edge/{}/status", s.edge_id)),
+                self.topic(&topics::edge(&s.edge_id, EdgeTopic::Status)),
                 self.status_payload("offline"),
                 QoS::AtLeastOnce,
                 true,
@@ -195,7 +196,7 @@ impl<'a> Session<'a> {
 
         self.publish_other(
             &client,
-            &format!("edge/{}/status", self.settings.edge_id),
+            &topics::edge(&self.settings.edge_id, EdgeTopic::Status),
             self.status_payload("online"),
             true,
         )?;
@@ -238,7 +239,7 @@ impl<'a> Session<'a> {
                 _ = ack_tick.tick() => self.flush_acks(),
                 _ = metrics_tick.tick() => {
                     let body = self.metrics.snapshot(now_ms(), self.system.snapshot());
-                    let topic = format!("edge/{}/metrics", self.settings.edge_id);
+                    let topic = topics::edge(&self.settings.edge_id, EdgeTopic::Metrics);
                     self.publish_other(&client, &topic, serde_json::to_vec(&body).unwrap_or_default(), false)?;
                 }
             }
@@ -352,7 +353,7 @@ impl<'a> Session<'a> {
     }
 
     async fn shutdown(&mut self, client: &AsyncClient, eventloop: &mut EventLoop) {
-        let topic = format!("edge/{}/status", self.settings.edge_id);
+        let topic = topics::edge(&self.settings.edge_id, EdgeTopic::Status);
         let _ = self.publish_other(client, &topic, self.status_payload("offline"), true);
         let _ = client.try_disconnect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);

@@ -514,8 +514,8 @@ fn class_of(frame: &Frame) -> RecordClass {
 /// The upstream record of a frame: EMQX JSON on `gbt32960/{vin}/upstream/{suffix}`.
 fn record(frame: &Frame, suffix: TopicSuffix, vin: &str, now: Now) -> Record {
     Record {
-        device: format!("gbt32960/{vin}"),
-        topic: format!("gbt32960/{vin}/upstream/{}", suffix.as_str()),
+        device: crate::topics::device_key("gbt32960", vin),
+        topic: crate::topics::gbt32960_up(vin, suffix.as_str()),
         class: class_of(frame),
         envelope: EnvelopeKey::Capitalised,
         received_at_ms: now.unix_ms,

@@ -309,8 +309,8 @@ impl Session {
             serde_json::to_vec(&fallback).unwrap_or_else(|_| b"{}".to_vec())
         });
         Record {
-            device: format!("jt808/{phone}"),
-            topic: format!("jt808/{phone}/{phone}/up"),
+            device: crate::topics::device_key("jt808", &phone),
+            topic: crate::topics::jt808_up(&phone),
             class,
             envelope: EnvelopeKey::Lower,
             received_at_ms: now.wall_ms,
@@ -402,6 +402,7 @@ impl Session {
                     phone: header.phone.to_string(),
                     terminal_id: text("dev_id"),
                     plate: text("license_number"),
+                    plate_color: body["body"]["color"].as_u64().and_then(|c| u8::try_from(c).ok()),
                     edition: register.edition,
                 };
                 self.phase = Phase::Registering {

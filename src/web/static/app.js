@@ -620,7 +620,68 @@ function viewVehicles(main) {
   };
   load();
   S.timers.push(setInterval(load, 3000));
+  jt808ProvisioningPanel(main);
   return {};
+}
+
+// ---------- Vehicles: JT/T 808 provisioning (jt808.provision / jt808.deprovision) ----------
+// Which terminals may register under `jt808.auth: registry`. Writes go through the same edge
+// commands the cloud sends (POST /api/jt808/provision|deprovision); the list is GET /api/jt808/terminals.
+const JT808_PLATE_COLORS = { 0: 'no plate (VIN)', 1: 'blue', 2: 'yellow', 3: 'black', 4: 'white', 5: 'green', 9: 'other' };
+
+function jt808ProvisioningPanel(main) {
+  const list = h('div'), jobs = h('div'), formErr = h('div');
+  const section = h('section', { class: 'panel', style: 'margin-top:14px', id: 'jt808-provisioning' }, h('h2', {}, 'JT/T 808 provisioning'), list);
+  main.append(section);
+  const f = {
+    phone: h('input', { id: 'prov-phone', placeholder: 'e.g. 13800000001', inputmode: 'numeric', required: true }),
+    plate: h('input', { id: 'prov-plate', placeholder: 'e.g. \u6caaA12345 (optional)' }),
+    plate_color: h('select', { id: 'prov-color' }, h('option', { value: '' }, '\u2013 any'), Object.entries(JT808_PLATE_COLORS).map(([k, v]) => h('option', { value: k }, k + ' ' + v))),
+  };
+  const load = async () => {
+    try {
+      const { data } = await api('GET', '/api/jt808/terminals');
+      clear(list).append(h('p', {}, data.auth === 'registry'
+        ? 'Only the terminals listed here may register (jt808.auth: registry). Removing one revokes its code and closes its connection.'
+        : 'This edge admits any terminal (jt808.auth: open): the list is kept, and enforced once auth is set to registry.'));
+      if (!data.terminals.length) { list.append(h('div', { class: 'empty' }, 'No terminal is provisioned.')); return; }
+      const online = new Set(data.online);
+      list.append(h('table', { id: 'jt808-provisioned' }, h('thead', {}, h('tr', {}, ['Phone', 'Plate', 'Colour', 'Registered', 'Connected', 'Last authenticated', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, data.terminals.map((t) => h('tr', {}, h('td', { class: 'mono' }, t.phone), h('td', {}, t.plate || 'any'), h('td', {}, t.plate_color === null || t.plate_color === undefined ? 'any' : JT808_PLATE_COLORS[t.plate_color]),
+          h('td', {}, t.registered ? badge('registered', 'ok') : badge('not yet')), h('td', {}, online.has(t.phone) ? badge('online', 'ok') : badge('offline')),
+          h('td', {}, t.last_auth_ms ? since(new Date(t.last_auth_ms).toISOString()) : '\u2013'),
+          h('td', {}, isAdmin() ? h('button', { type: 'button', class: 'small danger', onclick: async () => {
+            if (await confirmDialog('Remove terminal ' + t.phone + '?', 'It can no longer register or authenticate, and its connection is closed now.', 'Remove')) {
+              await runCommand(jobs, 'remove ' + t.phone, 'POST', '/api/jt808/deprovision', { phones: [t.phone] });
+              load();
+            }
+          } }, 'Remove') : null))))));
+    } catch (e) { clear(list).append(errorBox(e)); }
+  };
+  if (isAdmin()) {
+    const form = h('form', {
+      id: 'prov-form', onsubmit: async (ev) => {
+        ev.preventDefault(); clear(formErr);
+        const phone = f.phone.value.trim();
+        if (!/^[0-9]{1,20}$/.test(phone)) { formErr.append(errorBox(new ApiError(400, 'The phone must be 1 to 20 digits', 'enter the terminal\u2019s SIM number as digits only (a 2019 terminal: all 20 digits)'))); f.phone.focus(); return; }
+        const terminal = { phone };
+        if (f.plate.value.trim()) terminal.plate = f.plate.value.trim();
+        if (f.plate_color.value) terminal.plate_color = Number(f.plate_color.value);
+        const job = await runCommand(jobs, 'provision ' + phone, 'POST', '/api/jt808/provision', { terminals: [terminal] });
+        if (job.ok) { f.phone.value = ''; f.plate.value = ''; f.plate_color.value = ''; }
+        else formErr.append(errorBox(new ApiError(400, job.error || 'not provisioned', 'correct the field named and add it again')));
+        load();
+      },
+    },
+      h('div', { class: 'form-row' },
+        h('div', {}, h('label', { for: 'prov-phone' }, 'Phone (SIM number)'), f.phone),
+        h('div', {}, h('label', { for: 'prov-plate' }, 'Plate'), f.plate),
+        h('div', {}, h('label', { for: 'prov-color' }, 'Plate colour'), f.plate_color),
+        h('div', {}, h('button', { type: 'submit', class: 'primary', id: 'prov-add' }, 'Provision'))),
+      formErr);
+    section.append(h('h3', {}, 'Add a terminal'), form, jobs);
+  }
+  load();
 }
 
 // ---------- Registry (plates, VINs, phones, tags) ----------
