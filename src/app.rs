@@ -115,6 +115,8 @@ pub struct Appliance {
     pub web: Option<std::net::SocketAddr>,
     /// Updates of roadedge itself (`ota.*` commands, the web page's Update page).
     pub ota: Arc<crate::ops::ota::OtaService>,
+    /// Vehicle data fusion (when `fusion` is configured): the recent passages.
+    pub fusion: Option<Arc<crate::fusion::FusionService>>,
     /// Remote management of the configuration (`config.*`, `log_level`, `restart`, the page's
     /// Configuration).
     pub config: Arc<crate::ops::config_apply::ConfigService>,
@@ -273,6 +275,23 @@ pub async fn run_with(
     let intake_stop = CancellationToken::new();
     let core_stop = CancellationToken::new();
     let mut intake = Vec::new();
+    // Fusion first: it switches on the store's tag-report journal before any reader can commit
+    // (and be acknowledged for) a tag report. It follows committed records only; it stops with
+    // the intake, and the passes it leaves open are derived again from the journal next start.
+    let fusion = match crate::fusion::FusionSettings::from_config(&config) {
+        Some(settings) => {
+            let deps = crate::fusion::service::FusionDeps {
+                store: store.clone(),
+                registry: registry.clone(),
+                metrics: metrics.clone(),
+            };
+            let (service, task) = crate::fusion::service::start(settings, deps, intake_stop.clone());
+            crate::fusion::service::register_actions(service.clone(), plane.edge_actions());
+            intake.push(task);
+            Some(service)
+        }
+        None => None,
+    };
     let mut provisioning = None;
     if let Some(jt808) = &config.jt808 {
         let listener = crate::link::bind(jt808.server.listen)
@@ -343,6 +362,7 @@ pub async fn run_with(
                 readers: readers.clone(),
                 registry: registry.clone(),
                 ota: ota.clone(),
+                fusion: fusion.clone(),
                 config: config_service.clone(),
                 sessions: options.sessions.clone(),
                 jt808: provisioning.clone(),
@@ -395,6 +415,7 @@ pub async fn run_with(
         registry: registry.clone(),
         web: web_addr,
         ota: ota.clone(),
+        fusion: fusion.clone(),
         config: config_service.clone(),
         jt808: provisioning.clone(),
     });

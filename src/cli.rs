@@ -92,6 +92,9 @@ enum SimCommand {
     /// Simulated JT/T 808 terminals (2013/2019) against an appliance: register, authenticate,
     /// report locations and subpackaged batches, answer parameter queries and terminal control.
     Jt808(crate::sim::jt808::Jt808Args),
+    /// Scripted traffic past the site for fusion: 808 and 32960 vehicles that approach, pass the
+    /// gantry and leave, a gantry reader reading their tags; one without a tag, one cloned tag.
+    Traffic(crate::sim::traffic::TrafficArgs),
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +166,10 @@ pub fn main() -> ExitCode {
         Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
         Command::Sim(SimCommand::Jt808(args)) => runtime_block_on(crate::sim::jt808::run_cli(args)),
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
+        Command::Sim(SimCommand::Traffic(args)) => {
+            crate::ops::logging::init("info");
+            runtime_block_on(crate::sim::traffic::run_cli(args))
+        }
         Command::Sim(SimCommand::Reader(args)) => {
             crate::ops::logging::init("info");
             runtime_block_on(crate::sim::reader::run_cli(args))

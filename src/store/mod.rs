@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use outbox::{EnvelopeKey, OutboxRow, Record, RecordClass};
 pub use schema::{OpenError, OpenReport};
 pub use space::SpaceOptions;
-pub use writer::WriteCtx;
+pub use writer::{is_tag_report, WriteCtx, MAX_JOURNAL_ROWS};
 
 use crate::metrics::Metrics;
 use crate::time::{now_ms, now_rfc3339};
@@ -92,6 +92,7 @@ pub struct Store {
     tap: tokio::sync::broadcast::Sender<Arc<Committed>>,
     readers: Arc<ReadPool>,
     alarms: Arc<alarms::AlarmSet>,
+    journal: Arc<std::sync::atomic::AtomicBool>,
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Pages one vacuum step may give back (see [`space::Budget::vacuum_pages`]).
     vacuum_pages: i64,
@@ -147,6 +148,7 @@ impl Store {
         let budget = state.budget();
         let (committed_tx, committed_rx) = watch::channel(state.last_seq());
         let tap = state.tap();
+        let journal = state.journal_switch();
         if let (Some(moved), Some(reason)) = (&report.moved_aside, &report.corruption) {
             state.queue_alarm(
                 "store_corrupt",
@@ -185,6 +187,7 @@ impl Store {
                 idle: Mutex::new(Vec::new()),
             }),
             alarms: alarm_set,
+            journal,
             writer_thread: Arc::new(Mutex::new(Some(handle))),
             vacuum_pages: budget.vacuum_pages(),
             ack_rows: budget.transaction_rows() as usize,
@@ -270,6 +273,13 @@ impl Store {
     /// a listener more than [`TAP_CAPACITY`] records behind skips ahead (`RecvError::Lagged`).
     pub fn tap(&self) -> tokio::sync::broadcast::Receiver<Arc<Committed>> {
         self.tap.subscribe()
+    }
+
+    /// From now on every committed tag report (`gbt37987/{reader}/up/report`) is also kept in
+    /// `fusion_journal`, in its own transaction, until fusion deletes it with the passages
+    /// derived from it (`fusion::service`). Called before any reader starts.
+    pub fn journal_tag_reports(&self, on: bool) {
+        self.journal.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The highest committed `seq`; changes whenever an append commits.

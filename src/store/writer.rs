@@ -90,6 +90,19 @@ pub(super) struct WriterState {
     tap: broadcast::Sender<Arc<Committed>>,
     /// Records of the current transaction for the tap, sent once COMMIT succeeded.
     tapped: Vec<Arc<Committed>>,
+    /// Whether tag reports are also kept in `fusion_journal` (fusion is configured; see
+    /// `fusion::service`): in the same transaction as their outbox row, so a passage whose tag
+    /// report was acknowledged can always be derived again after a crash.
+    journal: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Rows `fusion_journal` holds at most: past it (fusion stopped or far behind) tag reports are
+/// committed without their journal row and counted (`fusion.journal_skipped_total`).
+pub const MAX_JOURNAL_ROWS: i64 = 100_000;
+
+/// Whether `topic` is a reader's tag report (`gbt37987/{reader}/up/report`).
+pub fn is_tag_report(topic: &str) -> bool {
+    topic.starts_with("gbt37987/") && topic.ends_with("/up/report")
 }
 
 fn is_full(e: &rusqlite::Error) -> bool {
@@ -158,6 +171,7 @@ impl WriterState {
             mark,
             tap: broadcast::channel(super::TAP_CAPACITY).0,
             tapped: Vec::new(),
+            journal: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         if s.alarms.is_active("disk_full", "") {
             // Still full until the file system shows otherwise (the next space check).
@@ -191,6 +205,10 @@ impl WriterState {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.metrics.store.evicted_total.store(evicted as u64, Relaxed);
+        let journal_rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM fusion_journal", [], |r| r.get(0))
+            .unwrap_or(0);
+        self.metrics.fusion.journal_rows.store(journal_rows, Relaxed);
         let evicting = self.alarms.is_active("backlog_eviction", "");
         self.eviction = match (evicting, self.eviction) {
             (true, n) => Some(n.unwrap_or(0)),
@@ -214,6 +232,11 @@ impl WriterState {
     /// The active set shared with the alarm service.
     pub(super) fn alarm_set(&self) -> Arc<AlarmSet> {
         self.alarms.clone()
+    }
+
+    /// The switch of the fusion journal (see `Store::journal_tag_reports`).
+    pub(super) fn journal_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.journal.clone()
     }
 
     /// The sender of the committed-records tap (see `Store::tap`).
@@ -412,6 +435,9 @@ impl WriteCtx<'_> {
             }
             Err(e) => return Err(e.into()),
         }
+        if self.state.journal.load(Relaxed) && is_tag_report(&record.topic) {
+            self.journal(seq, record)?;
+        }
         if self.state.tap.receiver_count() > 0 {
             self.state.tapped.push(Arc::new(Committed {
                 seq,
@@ -428,6 +454,21 @@ impl WriteCtx<'_> {
         self.state.txn_rows += 1;
         self.state.metrics.store.committed_total.fetch_add(1, Relaxed);
         Ok(seq)
+    }
+
+    /// Keeps a committed tag report for fusion until its passages are committed (one indexed
+    /// insert; the row goes with fusion's passage transaction).
+    fn journal(&mut self, seq: i64, record: &Record) -> Result<(), StoreError> {
+        let fusion = &self.state.metrics.fusion;
+        if fusion.journal_rows.load(Relaxed) >= MAX_JOURNAL_ROWS {
+            fusion.journal_skipped_total.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        self.conn
+            .prepare_cached("INSERT INTO fusion_journal(seq, topic, received_ms, body) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![seq, record.topic, record.received_at_ms, record.body])?;
+        fusion.journal_rows.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     fn refuse(&self, class: RecordClass) -> StoreError {

@@ -61,6 +61,8 @@ pub struct Services {
     pub registry: Arc<crate::fusion::Registry>,
     /// Updates of roadedge itself (the Update page).
     pub ota: Arc<crate::ops::ota::OtaService>,
+    /// Vehicle data fusion (the Passages page), when `fusion` is configured.
+    pub fusion: Option<Arc<crate::fusion::FusionService>>,
     /// The configuration file (the Configuration page).
     pub config: Arc<crate::ops::config_apply::ConfigService>,
     /// Sessions kept across in-process restarts of the core.
