@@ -225,6 +225,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> ExitCode {
         }
     };
     crate::ops::logging::init(&config.logging.level);
+    raise_open_files();
     runtime_block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(crate::ops::shutdown::cancel_on_signal(shutdown.clone()));
@@ -232,6 +233,26 @@ fn run(path: &std::path::Path, options: RunOptions) -> ExitCode {
         // there; the process and its logging stay.
         app::run_from_file(path, options, shutdown, |_| {}).await
     })
+}
+
+/// Raises the soft limit of open files to the hard one: each device connection is a descriptor,
+/// and `max_connections` (20,000 per protocol by default) is far above the usual soft limit of
+/// 1,024 when the appliance is started outside its systemd unit (which sets `LimitNOFILE`).
+fn raise_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let before = limit.current;
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(?before, to = ?limit.maximum, "open files limit raised to the hard limit"),
+        Err(e) => tracing::warn!(?before, "cannot raise the open files limit: {e}"),
+    }
 }
 
 fn runtime_block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

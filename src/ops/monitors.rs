@@ -498,6 +498,37 @@ mod tests {
     }
 
     #[test]
+    fn the_uplink_client_certificate_and_every_tls_cert_file_are_watched_once_each() {
+        let text = "edge: {id: cab, monitor_interval: 2s, clock_jump_threshold: 30s}\n\
+            uplink: {url: 'mqtts://broker:8883', ca_file: /c/ca.pem, cert_file: /c/edge.pem, key_file: /c/edge.key}\n\
+            gbt32960: {listen: '0.0.0.0:8999', tls: {cert_file: /c/dev.pem, key_file: /c/dev.key}}\n\
+            jt808: {listen: '0.0.0.0:7999', tls: {cert_file: /c/dev.pem, key_file: /c/dev.key}}\n\
+            readers:\n  listen: '0.0.0.0:5084'\n  tls: {cert_file: /c/readers.pem, key_file: /c/readers.key}\n  offline_after: 90s\n  devices: [{id: north, tcp: '10.0.0.5:5084'}]\n";
+        let config = crate::config::Config::parse(text, crate::config::FileCheck::Skip).expect("valid");
+        let s = MonitorSettings::from_config(&config);
+        assert_eq!(
+            s.cert_files,
+            [
+                PathBuf::from("/c/edge.pem"),
+                "/c/dev.pem".into(),
+                "/c/readers.pem".into()
+            ]
+        );
+        assert_eq!(s.readers, ["north"]);
+        assert_eq!(s.offline_after, 90 * S);
+        assert_eq!(s.interval, 2 * S);
+        assert_eq!(s.clock_jump_threshold, 30 * S);
+        let errors = crate::config::Config::parse(
+            "edge: {id: cab, monitor_interval: 1ms}\nuplink: {url: 'mqtt://b:1883'}\nreaders: {offline_after: soon}\n",
+            crate::config::FileCheck::Skip,
+        )
+        .expect_err("invalid")
+        .to_string();
+        assert!(errors.contains("edge.monitor_interval"), "{errors}");
+        assert!(errors.contains("readers.offline_after"), "{errors}");
+    }
+
+    #[test]
     fn not_after_is_read_from_a_pem_certificate() {
         let mut params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
         params.not_after = time::macros::datetime!(2031-05-06 07:08:09 UTC);

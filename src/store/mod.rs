@@ -94,6 +94,10 @@ pub struct Store {
     alarms: Arc<alarms::AlarmSet>,
     journal: Arc<std::sync::atomic::AtomicBool>,
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Pages one vacuum step may give back (see [`space::Budget::vacuum_pages`]).
+    vacuum_pages: i64,
+    /// Rows one acknowledgement job deletes at most (see [`space::Budget::transaction_rows`]).
+    ack_rows: usize,
 }
 
 struct ReadPool {
@@ -141,6 +145,7 @@ impl Store {
             Some(mark),
         )?;
         let alarm_set = state.alarm_set();
+        let budget = state.budget();
         let (committed_tx, committed_rx) = watch::channel(state.last_seq());
         let tap = state.tap();
         let journal = state.journal_switch();
@@ -184,6 +189,8 @@ impl Store {
             alarms: alarm_set,
             journal,
             writer_thread: Arc::new(Mutex::new(Some(handle))),
+            vacuum_pages: budget.vacuum_pages(),
+            ack_rows: budget.transaction_rows() as usize,
         };
         Ok((store, report))
     }
@@ -223,7 +230,19 @@ impl Store {
 
     /// Removes records whose PUBACK arrived.
     pub async fn acknowledge(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
-        self.write(move |ctx| ctx.delete_rows(&seqs)).await
+        // In jobs the writer can commit separately, so a large acknowledgement cannot push one
+        // transaction's frames past the WAL's share (deleting a row again is a no-op).
+        let jobs: Vec<_> = seqs
+            .chunks(self.ack_rows.max(1))
+            .map(|chunk| {
+                let chunk = chunk.to_vec();
+                self.write(move |ctx| ctx.delete_rows(&chunk))
+            })
+            .collect();
+        for job in futures_util::future::join_all(jobs).await {
+            job?;
+        }
+        Ok(())
     }
 
     /// Runs a read on a pooled read-only connection, off the async threads.
@@ -282,11 +301,28 @@ impl Store {
         // incremental_vacuum cannot run inside the writer's transaction; a write job outside a
         // transaction is not possible either, so it runs on its own connection (WAL allows it,
         // busy_timeout covers the writer's short commits).
+        // In steps the WAL's share can hold, each followed by a checkpoint, so giving pages back
+        // never grows the WAL past its share.
         let path = self.readers.path.clone();
+        let step = self.vacuum_pages;
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let c = Connection::open(&path)?;
             c.busy_timeout(schema::BUSY_TIMEOUT)?;
-            writer::incremental_vacuum(&c, i64::MAX)?;
+            let free = |c: &Connection| c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
+            let mut left = free(&c)?;
+            // Bounded: each step frees `step` pages or ends the loop.
+            for _ in 0..=left / step + 1 {
+                if left == 0 {
+                    break;
+                }
+                writer::incremental_vacuum(&c, step)?;
+                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                let now = free(&c)?;
+                if now >= left {
+                    break;
+                }
+                left = now;
+            }
             Ok(())
         })
         .await
