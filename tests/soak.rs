@@ -32,6 +32,8 @@ struct Seen {
     messages: u64,
     duplicates: u64,
     passages: u64,
+    /// The edge's retained status said online at least once.
+    edge_online: bool,
     tag_reports: u64,
     gbt32960: u64,
     alarms: BTreeMap<(String, String), u64>,
@@ -65,6 +67,9 @@ impl Seen {
             let evicted = v["store"]["evicted_total"].as_u64().unwrap_or(0);
             let life = self.evicted_by_life.entry(self.life.load(Relaxed)).or_default();
             *life = (*life).max(evicted);
+            true
+        } else if topic.starts_with("edge/") && topic.ends_with("/status") {
+            self.edge_online |= v["state"] == "online";
             true
         } else if topic.starts_with("edge/") && topic.ends_with("/alarm") {
             let key = (
@@ -217,7 +222,15 @@ async fn soak() {
         sims_stop.clone(),
     ));
 
-    // Every reader gets an active inventory rule from the cloud, as an operator would set one.
+    // Every reader gets an active inventory rule from the cloud, as an operator would set one,
+    // once the edge is subscribed (before its first connection the broker has no session to keep
+    // the command in).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.lock().unwrap().edge_online {
+        assert!(Instant::now() < deadline, "the edge did not come online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     for (n, id) in ["north", "south", "east"].iter().enumerate() {
         let rule = roadedge::reader::rules::default_select_spec(
             n as u32 + 1,
