@@ -34,7 +34,68 @@ pub type IntakeSource = Arc<dyn Fn(Store, CancellationToken) -> tokio::task::Joi
 /// for the durability tests); the appliance itself starts no simulator.
 #[derive(Clone, Default)]
 pub struct RunOptions {
+    /// Started at every start of the core.
     pub sources: Vec<IntakeSource>,
+    /// The file the configuration was read from: remote management (`config.*`, the page's
+    /// Configuration) writes it. `None`: started from a configuration in memory, which cannot
+    /// be changed remotely. Set by [`run_from_file`].
+    pub config_path: Option<std::path::PathBuf>,
+    /// The web page's sessions, kept across in-process restarts of the core (a configuration
+    /// apply must not log out the person who has to confirm it).
+    pub sessions: Arc<crate::web::auth::SessionCarry>,
+}
+
+/// Returned by [`run_with`] when the core stopped to start again with the configuration file
+/// (a configuration apply, its revert, or the `restart` command); [`run_from_file`] does that.
+#[derive(Debug, thiserror::Error)]
+#[error("restarting the core with the configuration file")]
+pub struct ReloadRequired;
+
+/// Runs the appliance from the configuration file at `path` until `shutdown`: the supervisor of
+/// in-process restarts. The core (store, uplink, gateways, web) stops gracefully and starts
+/// again with the file on disk whenever a configuration apply, its revert or `restart` asks for
+/// it; a pending apply whose deadline passed while nothing ran is reverted before the start, and
+/// a new configuration whose core cannot start is reverted at once. `started` is called at every
+/// start of the core. An OTA restart ([`crate::ops::ota::RestartRequired`]) still ends the
+/// process (a new binary cannot start in place).
+pub async fn run_from_file(
+    path: &std::path::Path,
+    options: RunOptions,
+    shutdown: CancellationToken,
+    mut started: impl FnMut(&Appliance),
+) -> anyhow::Result<()> {
+    let mut options = options;
+    options.config_path = Some(path.to_path_buf());
+    let mut first = true;
+    loop {
+        if crate::ops::config_apply::recover_at_start(path, now_ms()) {
+            tracing::warn!(path = %path.display(), "a configuration apply expired unconfirmed while the appliance was not running: the previous file was restored");
+        }
+        let config = Config::load(path, crate::config::FileCheck::Check)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if !first {
+            crate::ops::logging::apply_configured(&config.logging.level);
+        }
+        first = false;
+        let result = run_with(config, options.clone(), shutdown.clone(), |a| started(a)).await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is::<ReloadRequired>() => {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                tracing::warn!("starting the core again with {}", path.display());
+            }
+            Err(e) if e.is::<crate::ops::ota::RestartRequired>() => return Err(e),
+            Err(e) => {
+                if crate::ops::config_apply::revert_failed_start(path, &format!("{e:#}")) {
+                    tracing::error!("the new configuration could not start ({e:#}): the previous one was restored");
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// A running appliance: what the demo and tests need to look at.
@@ -54,6 +115,13 @@ pub struct Appliance {
     pub web: Option<std::net::SocketAddr>,
     /// Updates of roadedge itself (`ota.*` commands, the web page's Update page).
     pub ota: Arc<crate::ops::ota::OtaService>,
+    /// Vehicle data fusion (when `fusion` is configured): the recent passages.
+    pub fusion: Option<Arc<crate::fusion::FusionService>>,
+    /// Remote management of the configuration (`config.*`, `log_level`, `restart`, the page's
+    /// Configuration).
+    pub config: Arc<crate::ops::config_apply::ConfigService>,
+    /// JT/T 808 terminal provisioning (when `jt808` is configured).
+    pub jt808: Option<Arc<crate::gateway::jt808::Provisioning>>,
 }
 
 /// Delays between attempts to open a database that is busy, locked by another instance,
@@ -172,6 +240,8 @@ pub async fn run_with(
         .context("opening the identity registry")?;
     crate::fusion::registry::register_actions(registry.clone(), plane.edge_actions());
     ota.attach(plane.clone(), alarms.clone(), metrics.clone());
+    let config_service = crate::ops::config_apply::ConfigService::new(&config, options.config_path.clone());
+    config_service.attach(plane.clone(), metrics.clone(), ota.clone());
     match plane.requeue_in_flight().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(n, "commands delivered before the restart are queued again"),
@@ -205,17 +275,41 @@ pub async fn run_with(
     let intake_stop = CancellationToken::new();
     let core_stop = CancellationToken::new();
     let mut intake = Vec::new();
+    // Fusion first: it switches on the store's tag-report journal before any reader can commit
+    // (and be acknowledged for) a tag report. It follows committed records only; it stops with
+    // the intake, and the passes it leaves open are derived again from the journal next start.
+    let fusion = match crate::fusion::FusionSettings::from_config(&config) {
+        Some(settings) => {
+            let deps = crate::fusion::service::FusionDeps {
+                store: store.clone(),
+                registry: registry.clone(),
+                metrics: metrics.clone(),
+            };
+            let (service, task) = crate::fusion::service::start(settings, deps, intake_stop.clone());
+            crate::fusion::service::register_actions(service.clone(), plane.edge_actions());
+            intake.push(task);
+            Some(service)
+        }
+        None => None,
+    };
+    let mut provisioning = None;
     if let Some(jt808) = &config.jt808 {
         let listener = crate::link::bind(jt808.server.listen)
             .await
             .with_context(|| format!("jt808.listen: binding {}", jt808.server.listen))?;
         let settings = crate::gateway::jt808::ServerSettings::from_config(jt808).context("jt808.tls")?;
-        intake.push(crate::gateway::jt808::spawn(
+        let live = Arc::new(crate::link::Registry::default());
+        let service =
+            crate::gateway::jt808::Provisioning::new(store.clone(), jt808.auth, jt808.max_terminals, live.clone());
+        crate::gateway::jt808::provisioning::register_actions(service.clone(), plane.edge_actions());
+        provisioning = Some(service);
+        intake.push(crate::gateway::jt808::spawn_with(
             listener,
             settings,
             store.clone(),
             plane.clone(),
             metrics.clone(),
+            live,
             intake_stop.clone(),
         ));
     }
@@ -268,6 +362,10 @@ pub async fn run_with(
                 readers: readers.clone(),
                 registry: registry.clone(),
                 ota: ota.clone(),
+                fusion: fusion.clone(),
+                config: config_service.clone(),
+                sessions: options.sessions.clone(),
+                jt808: provisioning.clone(),
                 gbt32960_enabled: config.gbt32960.is_some(),
                 jt808_enabled: config.jt808.is_some(),
                 core: tokio::runtime::Handle::current(),
@@ -300,6 +398,13 @@ pub async fn run_with(
     ));
     let expiry_task = tokio::spawn(plane.clone().run_expiry(core_stop.clone()));
     let watchdog_task = tokio::spawn(systemd::watchdog(store.clone(), core_stop.clone()));
+    // Reader links, the wall clock and certificate expiry raise and clear the edge's alarms.
+    intake.push(tokio::spawn(crate::ops::monitors::run(
+        crate::ops::monitors::MonitorSettings::from_config(&config),
+        alarms.clone(),
+        metrics.clone(),
+        intake_stop.clone(),
+    )));
 
     started(&Appliance {
         metrics: metrics.clone(),
@@ -310,16 +415,23 @@ pub async fn run_with(
         registry: registry.clone(),
         web: web_addr,
         ota: ota.clone(),
+        fusion: fusion.clone(),
+        config: config_service.clone(),
+        jt808: provisioning.clone(),
     });
     systemd::notify_ready();
     tracing::info!(edge = %config.edge.id, version = version(), "roadedge running");
     // Reports a decided update and runs the health gate of a new version.
     intake.push(tokio::spawn(ota.clone().after_start(intake_stop.clone())));
+    // Confirms or reverts a configuration applied before this start.
+    intake.push(tokio::spawn(config_service.clone().watch(intake_stop.clone())));
 
     let restart = ota.restart_token();
+    let reload = config_service.reload_token();
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = restart.cancelled() => tracing::warn!("stopping to restart into the {} binary", ota.restart_kind()),
+        _ = reload.cancelled() => tracing::warn!("stopping the core to start it again with the configuration file"),
     }
     systemd::notify_stopping();
     tracing::info!("shutting down");
@@ -336,6 +448,9 @@ pub async fn run_with(
     tracing::info!("stopped");
     if restart.is_cancelled() {
         return Err(crate::ops::ota::RestartRequired(ota.restart_kind()).into());
+    }
+    if reload.is_cancelled() && !shutdown.is_cancelled() {
+        return Err(ReloadRequired.into());
     }
     Ok(())
 }

@@ -92,6 +92,9 @@ enum SimCommand {
     /// Simulated JT/T 808 terminals (2013/2019) against an appliance: register, authenticate,
     /// report locations and subpackaged batches, answer parameter queries and terminal control.
     Jt808(crate::sim::jt808::Jt808Args),
+    /// Scripted traffic past the site for fusion: 808 and 32960 vehicles that approach, pass the
+    /// gantry and leave, a gantry reader reading their tags; one without a tag, one cloned tag.
+    Traffic(crate::sim::traffic::TrafficArgs),
 }
 
 #[derive(Args, Debug)]
@@ -154,12 +157,19 @@ pub fn main() -> ExitCode {
             let source: crate::app::IntakeSource = std::sync::Arc::new(move |store, stop| {
                 tokio::spawn(crate::sim::synthetic::run(store, synthetic.clone(), stop))
             });
-            let options = RunOptions { sources: vec![source] };
+            let options = RunOptions {
+                sources: vec![source],
+                ..RunOptions::default()
+            };
             run(&s.config.path(), options)
         }
         Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
         Command::Sim(SimCommand::Jt808(args)) => runtime_block_on(crate::sim::jt808::run_cli(args)),
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
+        Command::Sim(SimCommand::Traffic(args)) => {
+            crate::ops::logging::init("info");
+            runtime_block_on(crate::sim::traffic::run_cli(args))
+        }
         Command::Sim(SimCommand::Reader(args)) => {
             crate::ops::logging::init("info");
             runtime_block_on(crate::sim::reader::run_cli(args))
@@ -215,11 +225,34 @@ fn run(path: &std::path::Path, options: RunOptions) -> ExitCode {
         }
     };
     crate::ops::logging::init(&config.logging.level);
+    raise_open_files();
     runtime_block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(crate::ops::shutdown::cancel_on_signal(shutdown.clone()));
-        app::run(config, options, shutdown).await
+        // In-process restarts of the core (configuration apply, revert, `restart`) happen in
+        // there; the process and its logging stay.
+        app::run_from_file(path, options, shutdown, |_| {}).await
     })
+}
+
+/// Raises the soft limit of open files to the hard one: each device connection is a descriptor,
+/// and `max_connections` (20,000 per protocol by default) is far above the usual soft limit of
+/// 1,024 when the appliance is started outside its systemd unit (which sets `LimitNOFILE`).
+fn raise_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let before = limit.current;
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(?before, to = ?limit.maximum, "open files limit raised to the hard limit"),
+        Err(e) => tracing::warn!(?before, "cannot raise the open files limit: {e}"),
+    }
 }
 
 fn runtime_block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -165,6 +165,10 @@ pub struct FusionCounters {
     pub passes_refused_total: AtomicU64,
     /// Tag reports not journaled because the journal was full (their passages may be lost on a crash).
     pub journal_skipped_total: AtomicU64,
+    /// Tag reports in the journal (committed, their passages not yet).
+    pub journal_rows: AtomicI64,
+    /// Tag reports read back from the journal (after a restart, or after fusion fell behind).
+    pub journal_replayed_total: AtomicU64,
 }
 
 impl FusionCounters {
@@ -214,6 +218,8 @@ impl FusionCounters {
             "tag_plate_invalid_total": self.tag_plate_invalid_total.load(Relaxed),
             "passes_refused_total": self.passes_refused_total.load(Relaxed),
             "journal_skipped_total": self.journal_skipped_total.load(Relaxed),
+            "journal_rows": self.journal_rows.load(Relaxed),
+            "journal_replayed_total": self.journal_replayed_total.load(Relaxed),
         })
     }
 }

@@ -3,62 +3,19 @@
 //! database stops growing, `disk_full` is raised once, telemetry is evicted oldest first while
 //! critical records are still committed, what fits nowhere is refused (never half-accepted), and
 //! once delivered rows free their space the reserve comes back and `disk_full` clears by itself.
+//! The same against the real binary (`roadedge run`): JT/T 808 terminals reporting, broker down,
+//! the disk fills; nothing acknowledged is lost but the telemetry counted as evicted.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::disk::SmallDisk;
 use roadedge::metrics::Metrics;
 use roadedge::store::{Record, RecordClass, SpaceOptions, Store, StoreError, StoreOptions};
 use serde_json::json;
-
-/// A tmpfs of `size` mounted on a fresh directory; unmounted when dropped.
-pub struct SmallDisk {
-    pub dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    /// `None` (after saying why) where the machine forbids mounts.
-    #[allow(clippy::print_stdout, reason = "a skipped test says why in the test output")]
-    pub fn mount(size: &str) -> Option<SmallDisk> {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("disk");
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
-            .arg(&dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(SmallDisk { dir, _parent: parent }),
-            Ok(o) => {
-                println!(
-                    "SKIPPED: this machine does not allow mounting a {size} tmpfs ({}); the full-disk test needs one",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                println!("SKIPPED: cannot run mount ({e}); the full-disk test needs a small tmpfs");
-                None
-            }
-        }
-    }
-
-    pub fn free(&self) -> u64 {
-        let s = rustix::fs::statvfs(&self.dir).unwrap();
-        s.f_bavail * s.f_frsize
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
 
 fn files(db: &Path) -> u64 {
     ["", "-wal", "-shm"]
@@ -256,4 +213,335 @@ async fn a_store_on_a_full_disk_evicts_telemetry_keeps_critical_records_and_reco
         .await
         .expect("telemetry is accepted again");
     store.close().await;
+}
+
+/// The database files' sizes, sampled every 20 ms while the appliance runs; the largest total.
+fn sample_files(db: PathBuf, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut max = 0;
+        while !stop.is_cancelled() {
+            let total = files(&db);
+            if total > max {
+                max = total;
+                let each: Vec<u64> = ["", "-wal", "-shm"]
+                    .iter()
+                    .map(|s| {
+                        std::fs::metadata(format!("{}{s}", db.display()))
+                            .map(|m| m.len())
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                tracing_or_print(&format!(
+                    "files {total} = main {} + wal {} + shm {}",
+                    each[0], each[1], each[2]
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        max
+    })
+}
+
+#[allow(clippy::print_stdout, reason = "figures of the run")]
+fn tracing_or_print(line: &str) {
+    if std::env::var_os("DISK_FULL_VERBOSE").is_some() {
+        println!("{}: {line}", roadedge::time::now_rfc3339());
+    }
+}
+
+/// Writes `path` in 64 KiB chunks until the file system refuses (a burst of logs filling it).
+fn fill_until_enospc(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    let mut written = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filler: {e}"),
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// An 808 terminal that reports alarm locations (critical records) one after the other, each
+/// again until its 0x8001 OK arrives (reconnecting after a refusal); records what was acked.
+async fn critical_terminal(
+    server: String,
+    acked: Arc<std::sync::Mutex<Vec<u32>>>,
+    stop: tokio_util::sync::CancellationToken,
+) -> u64 {
+    use roadedge::protocol::jt808::Edition;
+    use roadedge::sim::jt808::{location, phone_for, Terminal};
+    let phone = phone_for(13_700_000_000, 1, Edition::V2013);
+    let step = Duration::from_secs(10);
+    let mut code = None;
+    let mut n = 0u32;
+    let mut refusals = 0u64;
+    while !stop.is_cancelled() {
+        let attempt = async {
+            let mut t = Terminal::connect(&server, None, phone, Edition::V2013).await?;
+            let c = match &code {
+                Some(c) => c,
+                None => {
+                    code = Some(t.register(step).await?);
+                    code.as_ref().unwrap()
+                }
+            };
+            if !t.authenticate(c, step).await? {
+                code = None;
+                return Err(roadedge::sim::jt808::SimError::Refused("authentication".into()));
+            }
+            while !stop.is_cancelled() {
+                // Alarm bit 0 (emergency): a critical record.
+                t.report(location(n, 1), step).await?;
+                acked.lock().unwrap().push(n);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        };
+        if attempt.await.is_err() {
+            refusals += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    refusals
+}
+
+/// The alarm changes the cloud received for `name`, once per edge seq (redeliveries allowed).
+fn alarm_changes(cloud: &common::Cloud, name: &str) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::new();
+    for m in cloud.on_topic("edge/cab-1/alarm") {
+        if m.payload["alarm"] == name {
+            let seq = m.payload["edge"]["seq"].as_i64().unwrap_or(-1);
+            seen.insert(seq, m.payload["state"].as_str().unwrap_or("").to_string());
+        }
+    }
+    seen.into_values().collect()
+}
+
+/// `(phone, n)` of the locations (0x0200) the cloud received, and the alarm flag of each.
+fn published_locations(cloud: &common::Cloud) -> std::collections::BTreeMap<(String, u32), bool> {
+    cloud
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.topic.starts_with("jt808/") && m.payload["header"]["msg_id"] == 0x0200)
+        .filter_map(|m| {
+            Some((
+                (
+                    m.payload["header"]["phone"].as_str()?.to_string(),
+                    m.payload["body"]["extra"]["mileage"].as_u64()? as u32,
+                ),
+                m.payload["body"]["alarm"].as_u64().unwrap_or(0) != 0,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout, reason = "the figures of the run go to the test output")]
+async fn the_appliance_on_a_full_disk_loses_no_acknowledged_record_and_recovers_by_itself() {
+    use common::*;
+    use roadedge::sim::jt808::{run, SimEdition, SimOptions, SimStats};
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio_util::sync::CancellationToken;
+
+    let Some(disk) = SmallDisk::mount("8m") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let mut broker = Mosquitto::start(dir.path(), &pki);
+    let cloud = Cloud::connect(broker.port, &pki, "cloud-disk-full").await;
+    // The broker is down before the appliance starts and stays down while the disk fills.
+    broker.stop();
+    let db = disk.dir.join("edge.db");
+    let max_bytes: u64 = 3 << 20;
+    let config = write_config(dir.path(), &pki, &broker.url(), "", "3MiB");
+    let port = free_port();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("path: {}", dir.path().join("edge.db").display()),
+        &format!("path: {}, reserve_bytes: 512KiB, disk_low_bytes: 1MiB", db.display()),
+    );
+    assert!(text.contains("reserve_bytes"), "{text}");
+    std::fs::write(&config, format!("{text}jt808:\n  listen: 127.0.0.1:{port}\n")).unwrap();
+    let log = dir.path().join("edge.log");
+    let mut edge = std::process::Command::new(env!("CARGO_BIN_EXE_roadedge"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start roadedge run");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let edge = Kill(&mut edge);
+    let stop_sampling = CancellationToken::new();
+    let sampler = sample_files(db.clone(), stop_sampling.clone());
+
+    // Twenty terminals report telemetry (500 locations/s together), one reports alarms.
+    let server = format!("127.0.0.1:{port}");
+    let stats = Arc::new(SimStats::default());
+    let stop_sim = CancellationToken::new();
+    let sim = tokio::spawn(run(
+        SimOptions {
+            server: server.clone(),
+            terminals: 20,
+            edition: SimEdition::V2013,
+            rate: 500.0,
+            record_acks: true,
+            ..SimOptions::default()
+        },
+        stats.clone(),
+        stop_sim.clone(),
+    ));
+    let critical_acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let critical = tokio::spawn(critical_terminal(
+        server.clone(),
+        critical_acked.clone(),
+        stop_sim.clone(),
+    ));
+
+    // 1. The backlog reaches storage.max_bytes (the disk still has room): telemetry is evicted.
+    let started = Instant::now();
+    while stats.acked.load(Relaxed) < 12_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "only {} locations acknowledged in 90 s",
+            stats.acked.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "budget phase: {} locations acked in {:?}, files {} bytes, {} bytes free",
+        stats.acked.load(Relaxed),
+        started.elapsed(),
+        files(&db),
+        disk.free()
+    );
+
+    // 2. Something else fills the disk (a burst of logs until ENOSPC) and stays.
+    let errors_before = stats.errors.load(Relaxed);
+    let filler = fill_until_enospc(&disk.dir.join("burst.log"));
+    let acked_at_full = stats.acked.load(Relaxed);
+    let critical_at_full = critical_acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let critical_during_full = critical_acked.lock().unwrap().len() - critical_at_full;
+    let telemetry_during_full = stats.acked.load(Relaxed) - acked_at_full;
+    let refused_during_full = stats.errors.load(Relaxed) - errors_before;
+    println!(
+        "full disk ({filler} bytes of logs, {} bytes free): in 10 s {critical_during_full} alarm locations and {telemetry_during_full} telemetry locations acked, {refused_during_full} terminal connections refused/closed",
+        disk.free()
+    );
+    assert!(
+        critical_during_full >= 20,
+        "critical records stopped being committed on the full disk: {critical_during_full}"
+    );
+
+    // 3. The broker returns: the delivered backlog gives its space back, disk_full clears.
+    broker.resume();
+    let back = Instant::now();
+    loop {
+        let changes = alarm_changes(&cloud, "disk_full");
+        if changes.last().map(String::as_str) == Some("cleared") {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(90),
+            "disk_full not cleared 90 s after the broker returned: {changes:?} ({} bytes free); log {}",
+            disk.free(),
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cleared_after = back.elapsed();
+    // Accepted again by themselves: every telemetry terminal online and acknowledged within 10 s.
+    let acked_at_clear = stats.acked.load(Relaxed);
+    let clear = Instant::now();
+    while !(stats.online.load(Relaxed) == 20 && stats.acked.load(Relaxed) >= acked_at_clear + 200) {
+        assert!(
+            clear.elapsed() < Duration::from_secs(10),
+            "terminals not accepted again within 10 s of the space returning: {} online",
+            stats.online.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let accepted_again = clear.elapsed();
+
+    // Stop the load; everything acked is published, except the telemetry the budget evicted.
+    stop_sim.cancel();
+    tokio::time::timeout(Duration::from_secs(20), sim)
+        .await
+        .unwrap()
+        .unwrap();
+    let critical_refusals = tokio::time::timeout(Duration::from_secs(20), critical)
+        .await
+        .unwrap()
+        .unwrap();
+    let acked: Vec<(String, u32)> = stats.acked_log.lock().unwrap().clone();
+    let critical_phone =
+        roadedge::sim::jt808::phone_for(13_700_000_000, 1, roadedge::protocol::jt808::Edition::V2013).to_string();
+    let critical_acked: Vec<u32> = critical_acked.lock().unwrap().clone();
+    let evicted = |cloud: &Cloud| {
+        cloud
+            .on_topic("edge/cab-1/metrics")
+            .last()
+            .and_then(|m| m.payload["store"]["evicted_total"].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (lost_telemetry, lost_critical) = loop {
+        let published = published_locations(&cloud);
+        let lost_telemetry: Vec<&(String, u32)> = acked.iter().filter(|k| !published.contains_key(*k)).collect();
+        let lost_critical: Vec<u32> = critical_acked
+            .iter()
+            .copied()
+            .filter(|n| !published.contains_key(&(critical_phone.clone(), *n)))
+            .collect();
+        let settled = lost_critical.is_empty() && (lost_telemetry.len() as u64) <= evicted(&cloud);
+        if settled || Instant::now() > deadline {
+            break (lost_telemetry.len(), lost_critical);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    stop_sampling.cancel();
+    let max_files = sampler.await.unwrap();
+    let evicted_total = evicted(&cloud);
+    let disk_full = alarm_changes(&cloud, "disk_full");
+    println!(
+        "acked {} telemetry + {} alarm locations; not published: {lost_telemetry} telemetry (evicted_total {evicted_total}), {} alarm; \
+         disk_full {disk_full:?}, cleared {cleared_after:?} after the broker returned, terminals accepted again {accepted_again:?} after; \
+         largest database files {max_files} bytes (max_bytes {max_bytes}); critical terminal reconnects {critical_refusals}",
+        acked.len(),
+        critical_acked.len(),
+        lost_critical.len()
+    );
+    assert!(
+        lost_critical.is_empty(),
+        "acknowledged alarm locations lost: {lost_critical:?}"
+    );
+    assert!(
+        lost_telemetry as u64 <= evicted_total,
+        "{lost_telemetry} acknowledged locations missing but only {evicted_total} evicted"
+    );
+    assert!(evicted_total > 0, "the budget never bit: the test proved nothing");
+    assert_eq!(
+        disk_full,
+        ["raised", "cleared"],
+        "disk_full raised once and cleared once"
+    );
+    assert!(
+        max_files <= max_bytes,
+        "database files reached {max_files} > {max_bytes}"
+    );
+    drop(edge);
 }

@@ -395,7 +395,14 @@ async fn registry_mode_admits_only_provisioned_terminals() {
     let stranger = phone_for(13_800_000_000, 21, Edition::V2013);
     let k = known.to_string();
     edge.store
-        .write(move |ctx| terminals::provision(ctx.conn(), &k, Some("SIM0001"), None, None))
+        .write(move |ctx| {
+            let p = terminals::Provisioned {
+                phone: k,
+                terminal_id: Some("SIM0001".into()),
+                ..terminals::Provisioned::default()
+            };
+            terminals::provision(ctx.conn(), &p)
+        })
         .await
         .unwrap();
 

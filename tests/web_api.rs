@@ -867,3 +867,350 @@ async fn an_update_uploaded_from_the_page_goes_through_the_same_ota_install_as_m
     assert_error_says_what_to_do(&viewer.post("/api/ota/install", &json!({"name": "v.bin"})).await, 403);
     w.stop().await;
 }
+
+#[tokio::test]
+async fn a_terminal_provisioned_from_the_page_is_listed_by_mqtt_and_one_provisioned_by_mqtt_by_the_page() {
+    let w = World::start(false).await;
+    let admin = w.admin().await;
+    // Door 1: the page provisions (the jt808.provision edge command through the command plane).
+    let job = page_command(
+        &admin,
+        "/api/jt808/provision",
+        json!({"terminals": [{"phone": "13900000061", "plate": "京A00061", "plate_color": 2}]}),
+    )
+    .await;
+    assert_eq!(job["ok"], true, "{job}");
+    assert_eq!(job["answer"]["added"], json!(["013900000061"]));
+    let from_page = w
+        .result_on("edge/cab-1/cmd/result", job["request_id"].as_str().unwrap())
+        .await;
+    assert_eq!(from_page["answer"]["added"], json!(["013900000061"]), "{from_page}");
+    // ... and the cloud's listing sees it.
+    w.cloud
+        .publish(
+            "edge/cab-1/cmd",
+            json!({"request_id": "cloud-l1", "action": "jt808.terminals"}),
+        )
+        .await;
+    let listed = w.result_on("edge/cab-1/cmd/result", "cloud-l1").await;
+    assert_eq!(listed["answer"]["terminals"][0]["phone"], "013900000061", "{listed}");
+    assert_eq!(listed["answer"]["terminals"][0]["plate_color"], 2);
+    // Door 2: the cloud provisions; the page lists both.
+    w.cloud
+        .publish(
+            "edge/cab-1/cmd",
+            json!({"request_id": "cloud-p1", "action": "jt808.provision", "terminals": [{"phone": "013900000062"}]}),
+        )
+        .await;
+    let from_cloud = w.result_on("edge/cab-1/cmd/result", "cloud-p1").await;
+    assert_eq!(from_cloud["answer"]["added"], json!(["013900000062"]), "{from_cloud}");
+    let page_list = admin.get("/api/jt808/terminals").await;
+    assert_eq!(page_list.status, 200);
+    let page_list = page_list.json();
+    assert_eq!(page_list["total"], 2, "{page_list}");
+    assert_eq!(page_list["auth"], "open");
+    assert_eq!(page_list["terminals"][1]["plate"], Value::Null);
+    // Bad input is refused with the reason, as a job result.
+    let bad = page_command(
+        &admin,
+        "/api/jt808/provision",
+        json!({"terminals": [{"phone": "139-0000"}]}),
+    )
+    .await;
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("digits only"), "{bad}");
+    // The same rules as every write: a CSRF token and an admin.
+    let no_csrf = admin
+        .send(
+            "POST",
+            "/api/jt808/deprovision",
+            Some(br#"{"phones":["013900000061"]}"#),
+            &[("X-CSRF-Token", "wrong")],
+        )
+        .await;
+    assert_error_says_what_to_do(&no_csrf, 403);
+    let mut viewer = w.client();
+    viewer.login(VIEWER.0, VIEWER.1).await;
+    assert_eq!(viewer.get("/api/jt808/terminals").await.status, 200);
+    assert_error_says_what_to_do(
+        &viewer
+            .post("/api/jt808/deprovision", &json!({"phones": ["013900000061"]}))
+            .await,
+        403,
+    );
+    let removed = page_command(&admin, "/api/jt808/deprovision", json!({"phones": ["013900000061"]})).await;
+    assert_eq!(removed["answer"]["removed"], json!(["013900000061"]), "{removed}");
+    let rid = removed["request_id"].as_str().unwrap().to_string();
+    w.result_on("edge/cab-1/cmd/result", &rid).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in [rid.as_str(), "cloud-p1", "cloud-l1"] {
+        let n = w
+            .cloud
+            .on_topic("edge/cab-1/cmd/result")
+            .iter()
+            .filter(|m| m.payload["request_id"] == id)
+            .count();
+        assert_eq!(n, 1, "{id}: one result");
+    }
+    let after = admin.get("/api/jt808/terminals").await.json();
+    assert_eq!(after["total"], 1, "{after}");
+    assert_eq!(after["terminals"][0]["phone"], "013900000062");
+    w.stop().await;
+}
+
+/// The appliance run from its file by the in-process supervisor (`app::run_from_file`), as
+/// `roadedge run` does, with the web page on a fixed port so it comes back there after each
+/// restart of the core; `starts` counts the core's starts.
+struct ConfigWorld {
+    dir: tempfile::TempDir,
+    _broker: Mosquitto,
+    cloud: Cloud,
+    path: std::path::PathBuf,
+    web: std::net::SocketAddr,
+    starts: tokio::sync::watch::Receiver<usize>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl ConfigWorld {
+    async fn start() -> ConfigWorld {
+        roadedge::ops::logging::init("info,rumqttc=warn");
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let broker = Mosquitto::start(dir.path(), &pki);
+        let cloud = Cloud::connect(broker.port, &pki, &format!("cloud-config-{}", common::free_port())).await;
+        let hash = |p: &str| roadedge::web::auth::hash_password(p).unwrap();
+        let port = common::free_port();
+        let extra = format!(
+            "web:\n  listen: 127.0.0.1:{port}\n  confirm_within: 8s\n  users:\n    - {{name: {}, role: admin, password_hash: '{}'}}\n    - {{name: {}, role: viewer, password_hash: '{}'}}\n",
+            ADMIN.0,
+            hash(ADMIN.1),
+            VIEWER.0,
+            hash(VIEWER.1),
+        );
+        let path = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&extra);
+        std::fs::write(&path, text).unwrap();
+        let shutdown = CancellationToken::new();
+        let (tx, starts) = tokio::sync::watch::channel(0usize);
+        let (p, token) = (path.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            roadedge::app::run_from_file(&p, roadedge::app::RunOptions::default(), token, move |_| {
+                tx.send_modify(|n| *n += 1);
+            })
+            .await
+        });
+        let mut w = ConfigWorld {
+            dir,
+            _broker: broker,
+            cloud,
+            path,
+            web: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            starts,
+            shutdown,
+            task,
+        };
+        w.wait_starts(1).await;
+        w.cloud.wait_edge_online().await;
+        w
+    }
+
+    async fn wait_starts(&mut self, n: usize) {
+        tokio::time::timeout(LIMIT, self.starts.wait_for(|s| *s >= n))
+            .await
+            .expect("the core started again")
+            .unwrap();
+    }
+
+    fn file(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap()
+    }
+
+    /// Until the pending apply's uplink has come back (the page shows it).
+    async fn until_uplink_back(&self, c: &Client) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let got = c.get("/api/config").await.json();
+            if got["pending"]["uplink_back"] == true {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the uplink did not come back: {got}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn mqtt(&self, mut command: Value, id: &str) -> Value {
+        command["request_id"] = json!(id);
+        self.cloud.publish("edge/cab-1/cmd", command).await;
+        let rid = id.to_string();
+        self.cloud
+            .wait_for(&format!("result {id}"), LIMIT, move |m| {
+                m.iter()
+                    .any(|m| m.topic == "edge/cab-1/cmd/result" && m.payload["request_id"] == rid.as_str())
+            })
+            .await;
+        self.cloud
+            .on_topic("edge/cab-1/cmd/result")
+            .into_iter()
+            .find(|m| m.payload["request_id"] == id)
+            .unwrap()
+            .payload
+    }
+
+    async fn mqtt_result(&self, id: &str) -> Value {
+        let rid = id.to_string();
+        self.cloud
+            .wait_for(&format!("result {id}"), LIMIT, move |m| {
+                m.iter()
+                    .any(|m| m.topic == "edge/cab-1/cmd/result" && m.payload["request_id"] == rid.as_str())
+            })
+            .await;
+        self.cloud
+            .on_topic("edge/cab-1/cmd/result")
+            .into_iter()
+            .find(|m| m.payload["request_id"] == id)
+            .unwrap()
+            .payload
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("graceful shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_configuration_routes_read_validate_diff_apply_and_confirm_through_the_config_set_service() {
+    let mut w = ConfigWorld::start().await;
+    let mut admin = Client::new(w.web);
+    assert_eq!(admin.login(ADMIN.0, ADMIN.1).await.status, 200);
+    let mut viewer = Client::new(w.web);
+    assert_eq!(viewer.login(VIEWER.0, VIEWER.1).await.status, 200);
+    let original = w.file();
+
+    // Read: admins only (the file holds password hashes).
+    let got = admin.get("/api/config").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["yaml"], original.as_str());
+    assert_eq!(got.json()["pending"], Value::Null);
+    assert_eq!(got.json()["confirm_within_s"], 8);
+    assert_error_says_what_to_do(&viewer.get("/api/config").await, 403);
+
+    // Validate: every error with its path and line.
+    let bad = original
+        .replace("metrics_interval: 1s", "metrics_interval: soon")
+        .replace("edge: {id: cab-1}", "edge: {id: 'cab 1'}");
+    let v = admin.post("/api/config/validate", &json!({"yaml": bad})).await;
+    assert_eq!(v.status, 200);
+    let errors = v.json()["errors"].as_array().unwrap().clone();
+    let line_of = |needle: &str| json!(original.lines().position(|l| l.contains(needle)).unwrap() + 1);
+    assert!(
+        errors.contains(&json!({"path": "edge.id", "line": line_of("edge:"), "message": errors[0]["message"]})),
+        "{errors:?}"
+    );
+    let interval = errors.iter().find(|e| e["path"] == "uplink.metrics_interval").unwrap();
+    assert_eq!(interval["line"], line_of("metrics_interval"));
+    assert_eq!(
+        admin
+            .post("/api/config/validate", &json!({"yaml": original}))
+            .await
+            .json()["valid"],
+        true
+    );
+    assert_error_says_what_to_do(&admin.post("/api/config/validate", &json!({})).await, 400);
+
+    // Diff.
+    let changed = original.replace("metrics_interval: 1s", "metrics_interval: 2s");
+    let d = admin.post("/api/config/diff", &json!({"yaml": changed})).await.json();
+    assert_eq!(
+        (d["changed"].clone(), d["added"].clone(), d["removed"].clone()),
+        (json!(true), json!(1), json!(1))
+    );
+    assert!(
+        d["unified"].as_str().unwrap().contains("+  metrics_interval: 2s"),
+        "{d}"
+    );
+
+    // Writes: CSRF, admin, bounded bodies.
+    assert_error_says_what_to_do(
+        &admin
+            .send(
+                "POST",
+                "/api/config/apply",
+                Some(br#"{"yaml":""}"#),
+                &[("X-CSRF-Token", "wrong")],
+            )
+            .await,
+        403,
+    );
+    assert_error_says_what_to_do(&viewer.post("/api/config/apply", &json!({"yaml": changed})).await, 403);
+    assert_error_says_what_to_do(&viewer.post("/api/restart", &json!({})).await, 403);
+    let huge = json!({"yaml": "#".repeat(300 * 1024)});
+    assert_error_says_what_to_do(&admin.post("/api/config/apply", &huge).await, 413);
+    assert_eq!(w.file(), original);
+
+    // Invalid from the page: refused by config.set, nothing changed.
+    let job = page_command(&admin, "/api/config/apply", json!({"yaml": bad})).await;
+    assert_eq!(job["ok"], false, "{job}");
+    assert!(job["error"].as_str().unwrap().contains("nothing was changed"), "{job}");
+    assert_eq!(w.file(), original);
+
+    // Two doors, one service: the page's apply is the edge command config.set (its result is on
+    // the cloud's topic and its marker is the one MQTT's config.set finds and is refused by).
+    let job = page_command(&admin, "/api/config/apply", json!({"yaml": changed})).await;
+    assert_eq!(job["ok"], true, "{job}");
+    let rid = job["request_id"].as_str().unwrap().to_string();
+    let on_topic = w.mqtt_result(&rid).await;
+    assert_eq!(on_topic["answer"]["deadline"], job["answer"]["deadline"]);
+    let marker: Value =
+        serde_json::from_slice(&std::fs::read(w.dir.path().join("config-apply/pending.json")).unwrap()).unwrap();
+    assert_eq!(marker["request_id"], rid.as_str());
+    w.wait_starts(2).await;
+    assert_eq!(w.file(), changed);
+    let refused = w
+        .mqtt(json!({"action": "config.set", "yaml": original}), "mqtt-set-1")
+        .await;
+    assert_eq!(refused["ok"], false);
+    assert!(
+        refused["error"].as_str().unwrap().contains(&format!("request `{rid}`")),
+        "{refused}"
+    );
+    // The session survived the in-process restart; the page shows the countdown and confirms.
+    let got = admin.get("/api/config").await.json();
+    assert_eq!(got["pending"]["request_id"], rid.as_str(), "{got}");
+    assert!(got["pending"]["seconds_left"].as_u64().unwrap() <= 8);
+    w.until_uplink_back(&admin).await;
+    let job = page_command(&admin, "/api/config/confirm", json!({})).await;
+    assert_eq!(job["ok"], true, "{job}");
+    assert_eq!(admin.get("/api/config").await.json()["last"]["state"], "confirmed");
+
+    // And the other way round: MQTT's apply refuses the page's, the page confirms MQTT's.
+    let set = w
+        .mqtt(json!({"action": "config.set", "yaml": original}), "mqtt-set-2")
+        .await;
+    assert_eq!(set["ok"], true, "{set}");
+    w.wait_starts(3).await;
+    let job = page_command(&admin, "/api/config/apply", json!({"yaml": changed})).await;
+    assert_eq!(job["ok"], false, "{job}");
+    assert!(job["error"].as_str().unwrap().contains("request `mqtt-set-2`"), "{job}");
+    w.until_uplink_back(&admin).await;
+    assert_eq!(page_command(&admin, "/api/config/confirm", json!({})).await["ok"], true);
+    assert_eq!(w.file(), original);
+
+    // log_level and restart.
+    let job = page_command(&admin, "/api/log_level", json!({"level": "debug"})).await;
+    assert_eq!(job["answer"]["level"], "debug", "{job}");
+    assert_error_says_what_to_do(&admin.post("/api/log_level", &json!({})).await, 400);
+    let job = page_command(&admin, "/api/log_level", json!({"level": "info"})).await;
+    assert_eq!(job["ok"], true, "{job}");
+    let job = page_command(&admin, "/api/restart", json!({})).await;
+    assert_eq!(job["ok"], true, "{job}");
+    w.wait_starts(4).await;
+    assert_eq!(admin.get("/api/config").await.status, 200, "still logged in");
+    w.stop().await;
+}

@@ -1,9 +1,11 @@
 //! The management page in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
 //! installed by `scripts/test`), driven over WebDriver: log in with the keyboard, watch the
 //! dashboard's charts take new points, add and start a select rule on a simulated reader and see
-//! its reports arrive, send a vehicle a command and see the answer, add a vehicle to the identity
+//! its reports arrive, send a vehicle a command and see the answer, provision and remove a JT/T 808
+//! terminal, add a vehicle to the identity
 //! registry, read the live log, upload a signed update and see its progress and the result, log
-//! out.
+//! out; and on the Configuration page: an error marked at its line, fixed, applied, confirmed
+//! within the countdown, and an unconfirmed change reverted by itself.
 //! A screenshot of every page is saved to `target/screenshots/` (not committed) at 1366x768.
 
 mod common;
@@ -301,6 +303,70 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
     .await;
     screenshot(&c, "07-vehicles").await;
 
+    // Vehicles, JT/T 808 provisioning: a bad phone is refused with the reason; a terminal is
+    // added with its plate and colour, listed, and removed after a confirmation.
+    until(
+        &c,
+        "the provisioning form",
+        "return !!document.querySelector('#prov-phone')",
+    )
+    .await;
+    c.find(Locator::Css("#prov-phone"))
+        .await
+        .unwrap()
+        .send_keys("1390000x")
+        .await
+        .unwrap();
+    click(&c, "#prov-add").await;
+    until(
+        &c,
+        "the phone's error",
+        "const f = document.querySelector('#prov-form'); return !!f && f.innerText.includes('1 to 20 digits')",
+    )
+    .await;
+    c.execute("document.querySelector('#prov-phone').value = ''", vec![])
+        .await
+        .unwrap();
+    c.find(Locator::Css("#prov-phone"))
+        .await
+        .unwrap()
+        .send_keys("13900000071")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#prov-plate"))
+        .await
+        .unwrap()
+        .send_keys("沪A00071")
+        .await
+        .unwrap();
+    c.execute("document.querySelector('#prov-color').value = '2'", vec![])
+        .await
+        .unwrap();
+    click(&c, "#prov-add").await;
+    until(
+        &c,
+        "the provisioned terminal in the list",
+        "const t = document.querySelector('#jt808-provisioned'); return !!t && t.innerText.includes('013900000071') && t.innerText.includes('yellow')",
+    )
+    .await;
+    c.execute("document.querySelector('#jt808-provisioning').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    screenshot(&c, "07b-jt808-provisioning").await;
+    c.execute(
+        "[...document.querySelectorAll('#jt808-provisioned button')].find(b => b.textContent === 'Remove').click()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&c, "dialog button.danger").await;
+    until(
+        &c,
+        "the terminal gone from the list",
+        "const p = document.querySelector('#jt808-provisioning'); return !!p && p.innerText.includes('No terminal is provisioned')",
+    )
+    .await;
+
     // Registry: add a vehicle by hand and find it.
     click(&c, "nav a[data-view=registry]").await;
     until(&c, "the registry form", "return !!document.querySelector('#reg-plate')").await;
@@ -425,4 +491,181 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
     c.close().await.unwrap();
     stop.cancel();
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_sees_an_unconfirmed_change_revert() {
+    roadedge::ops::logging::init("info,rumqttc=warn");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let broker = Mosquitto::start(dir.path(), &pki);
+    let _cloud = Cloud::connect(broker.port, &pki, "cloud-browser-config").await;
+    let config = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
+    let port = common::free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    // A fixed port: the page's server comes back there after each restart of the core.
+    text.push_str(&format!(
+        "web:\n  listen: 127.0.0.1:{port}\n  confirm_within: 12s\n  users: [{{name: admin, role: admin, password_hash: '{}'}}]\n",
+        roadedge::web::auth::hash_password(PASSWORD).unwrap(),
+    ));
+    std::fs::write(&config, &text).unwrap();
+    let shutdown = CancellationToken::new();
+    let (p, token) = (config.clone(), shutdown.clone());
+    let (tx, mut starts) = tokio::sync::watch::channel(0usize);
+    let task = tokio::spawn(async move {
+        roadedge::app::run_from_file(&p, roadedge::app::RunOptions::default(), token, move |_| {
+            tx.send_modify(|n| *n += 1)
+        })
+        .await
+    });
+    tokio::time::timeout(LIMIT, starts.wait_for(|n| *n >= 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/#/config");
+    let line = text.lines().position(|l| l.contains("metrics_interval")).unwrap() + 1;
+
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    go(&c, &url).await;
+    until(&c, "the login form", "return !!document.querySelector('#login-pass')").await;
+    let pass = c.find(Locator::Css("#login-pass")).await.unwrap();
+    pass.send_keys(&format!("{PASSWORD}\u{E007}")).await.unwrap();
+    click(&c, "nav a[data-view=config]").await;
+    until(
+        &c,
+        "the file in the editor",
+        "const t = document.querySelector('#cfg-text'); return !!t && t.value.includes('metrics_interval: 1s')",
+    )
+    .await;
+
+    // Introduce an error as a person would edit, validate: it is marked at its line.
+    let edit = |from: &str, to: &str| {
+        format!(
+            "const t = document.querySelector('#cfg-text'); t.value = t.value.replace('{from}', '{to}'); t.dispatchEvent(new Event('input'));"
+        )
+    };
+    c.execute(&edit("metrics_interval: 1s", "metrics_interval: soon"), vec![])
+        .await
+        .unwrap();
+    click(&c, "#cfg-validate").await;
+    until(
+        &c,
+        "the error at its line",
+        &format!(
+            "const l = document.querySelector('#cfg-lines .ln.err[data-line=\"{line}\"]'); const e = document.querySelector('#cfg-errors'); \
+             return !!l && l.title.includes('uplink.metrics_interval') && e.innerText.includes('Line {line}') && e.innerText.includes('uplink.metrics_interval')"
+        ),
+    )
+    .await;
+    screenshot(&c, "13-configuration-error").await;
+    // Apply refuses while it has errors; nothing changes on disk.
+    click(&c, "#cfg-apply").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+
+    // Fix it, validate, see the change, apply.
+    c.execute(&edit("metrics_interval: soon", "metrics_interval: 2s"), vec![])
+        .await
+        .unwrap();
+    click(&c, "#cfg-validate").await;
+    until(&c, "valid", "return !!document.querySelector('#cfg-valid')").await;
+    click(&c, "#cfg-show-diff").await;
+    until(
+        &c,
+        "the diff",
+        "return [...document.querySelectorAll('#cfg-diff .add')].some(d => d.textContent.includes('metrics_interval: 2s')) && [...document.querySelectorAll('#cfg-diff .del')].some(d => d.textContent.includes('metrics_interval: 1s'))",
+    )
+    .await;
+    click(&c, "#cfg-apply").await;
+    click(&c, "dialog button.danger").await;
+    until(
+        &c,
+        "the countdown",
+        "const c = document.querySelector('#cfg-countdown'); return !!c && /^0:(0\\d|1[0-2])$/.test(c.textContent)",
+    )
+    .await;
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("metrics_interval: 2s"));
+    until(
+        &c,
+        "the uplink back with the new file",
+        "const p = document.querySelector('#cfg-pending'); return !!p && p.innerText.includes('uplink is back')",
+    )
+    .await;
+    until(
+        &c,
+        "the page's live stream back after the restart",
+        "const u = document.querySelector('#top-uplink'); return !!u && u.innerText.includes('cloud uplink connected')",
+    )
+    .await;
+    screenshot(&c, "14-configuration-countdown").await;
+    click(&c, "#cfg-confirm").await;
+    until(
+        &c,
+        "the confirmation",
+        "return !!document.querySelector('#cfg-confirmed')",
+    )
+    .await;
+
+    // A change nobody confirms: the countdown runs out and the page shows the revert.
+    c.execute(&edit("metrics_interval: 2s", "metrics_interval: 3s"), vec![])
+        .await
+        .unwrap();
+    click(&c, "#cfg-apply").await;
+    click(&c, "dialog button.danger").await;
+    until(
+        &c,
+        "the second countdown",
+        "return !!document.querySelector('#cfg-countdown')",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let reverted = c
+            .execute("return !!document.querySelector('#cfg-reverted')", vec![])
+            .await
+            .unwrap();
+        if reverted == json!(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page did not show the revert");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    until(
+        &c,
+        "the restored file in the editor",
+        "const t = document.querySelector('#cfg-text'); return t.value.includes('metrics_interval: 2s')",
+    )
+    .await;
+    let notice = c
+        .find(Locator::Css("#cfg-reverted"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        notice.contains("reverted") && notice.contains("Nobody confirmed"),
+        "{notice}"
+    );
+    until(
+        &c,
+        "the page's live stream back after the restart",
+        "const u = document.querySelector('#top-uplink'); return !!u && u.innerText.includes('cloud uplink connected')",
+    )
+    .await;
+    screenshot(&c, "15-configuration-reverted").await;
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("metrics_interval: 2s"));
+
+    c.close().await.unwrap();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

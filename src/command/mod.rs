@@ -704,3 +704,74 @@ fn result_record(target: &Target, request_id: &str, outcome: &Outcome, edge_id: 
     record.envelope = envelope;
     record
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// A gateway whose devices are never connected: commands stay queued.
+    struct Offline;
+
+    impl DeviceGateway for Offline {
+        fn deliver(&self, command: DeviceCommand) -> Result<(), DeviceCommand> {
+            Err(command)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_asking_for_a_ttl_past_the_maximum_is_cut_to_it_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (store, _) = Store::open(
+            StoreOptions {
+                path: dir.path().join("c.db"),
+                max_bytes: 1 << 24,
+                edge_id: "e".into(),
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        let edge = EdgeInfo {
+            edge_id: "e".into(),
+            version: "t".into(),
+            started_ms: 0,
+        };
+        let plane = CommandPlane::new(store.clone(), edge, Duration::from_secs(60), metrics.clone())
+            .with_max_ttl(Duration::from_secs(3600));
+        plane.register(Protocol::Jt808, Arc::new(Offline));
+        let target = |d: &str| Target::Device {
+            protocol: Protocol::Jt808,
+            device: d.into(),
+        };
+        plane
+            .submit(
+                target("t1"),
+                br#"{"request_id":"long","header":{"msg_id":33031},"ttl_s":31536000}"#,
+            )
+            .await
+            .unwrap();
+        plane
+            .submit(
+                target("t2"),
+                br#"{"request_id":"short","header":{"msg_id":33031},"ttl_s":600}"#,
+            )
+            .await
+            .unwrap();
+        assert_eq!(metrics.limits.command_ttl_capped_total.load(Relaxed), 1);
+        let ttls: Vec<(String, i64)> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT request_id, expires_ms - created_ms FROM commands ORDER BY id")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(ttls, [("long".to_string(), 3_600_000), ("short".to_string(), 600_000)]);
+        store.close().await;
+    }
+}

@@ -86,6 +86,16 @@ pub struct Config {
 pub struct EdgeConfig {
     pub id: EdgeId,
     pub site: Option<Site>,
+    /// Period of the edge's own checks (reader links, the wall clock, certificate expiry).
+    pub monitor_interval: Duration,
+    /// A wall-clock move against the monotonic clock larger than this between two checks raises
+    /// `clock_jump`.
+    pub clock_jump_threshold: Duration,
+}
+
+impl EdgeConfig {
+    pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_CLOCK_JUMP_THRESHOLD: Duration = Duration::from_secs(60);
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,7 +293,13 @@ pub struct ReadersConfig {
     pub max_buffered_bytes: u64,
     pub dialect: ReaderDialect,
     pub keepalive_interval: Duration,
+    /// A configured reader whose link has been down this long raises `reader_offline`.
+    pub offline_after: Duration,
     pub devices: Vec<ReaderDevice>,
+}
+
+impl ReadersConfig {
+    pub const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(60);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +320,13 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     pub tls: Option<ServerTls>,
     pub users: Vec<WebUser>,
+    /// A configuration applied remotely (page or `config.set`) that is not confirmed within
+    /// this, or whose uplink does not come back, is reverted to the previous file.
+    pub confirm_within: Duration,
+}
+
+impl WebConfig {
+    pub const DEFAULT_CONFIRM_WITHIN: Duration = Duration::from_secs(120);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,6 +414,14 @@ impl Config {
             Some(c) if errors.is_empty() => Ok(c),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+
+    /// How long a remotely applied configuration waits for its confirmation (`web.confirm_within`,
+    /// [2m] also without a `web:` section: `config.set` applies with auto-revert too).
+    pub fn confirm_within(&self) -> Duration {
+        self.web
+            .as_ref()
+            .map_or(WebConfig::DEFAULT_CONFIRM_WITHIN, |w| w.confirm_within)
     }
 
     /// Topic of the edge's own status (retained, Last Will).
@@ -528,7 +559,28 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                     longitude: s.longitude,
                 }
             });
-            id.map(|id| EdgeConfig { id, site })
+            let monitor_interval = v.duration(
+                "edge.monitor_interval",
+                e.monitor_interval.as_deref(),
+                EdgeConfig::DEFAULT_MONITOR_INTERVAL,
+            );
+            if monitor_interval < Duration::from_millis(100) || monitor_interval > Duration::from_secs(3600) {
+                v.error("edge.monitor_interval", "must be between 100ms and 1h");
+            }
+            let clock_jump_threshold = v.duration(
+                "edge.clock_jump_threshold",
+                e.clock_jump_threshold.as_deref(),
+                EdgeConfig::DEFAULT_CLOCK_JUMP_THRESHOLD,
+            );
+            if clock_jump_threshold < Duration::from_secs(1) {
+                v.error("edge.clock_jump_threshold", "must be at least 1s");
+            }
+            id.map(|id| EdgeConfig {
+                id,
+                site,
+                monitor_interval,
+                clock_jump_threshold,
+            })
         }
     };
 
@@ -853,6 +905,11 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                 r.keepalive_interval.as_deref(),
                 Duration::from_secs(10),
             ),
+            offline_after: v.duration(
+                "readers.offline_after",
+                r.offline_after.as_deref(),
+                ReadersConfig::DEFAULT_OFFLINE_AFTER,
+            ),
             devices,
         }
     });
@@ -907,6 +964,18 @@ fn validate(raw: raw::RawConfig, files: FileCheck, errors: &mut Vec<ConfigError>
                 v.tls("web.tls", t)
             }),
             users,
+            confirm_within: {
+                let d = v.duration(
+                    "web.confirm_within",
+                    w.confirm_within.as_deref(),
+                    WebConfig::DEFAULT_CONFIRM_WITHIN,
+                );
+                // Below a few seconds nobody could confirm in time; a day is an unattended risk.
+                if !(Duration::from_secs(2)..=Duration::from_secs(24 * 3600)).contains(&d) {
+                    v.error("web.confirm_within", "must be between 2s and 24h");
+                }
+                d
+            },
         }
     });
 
@@ -1148,6 +1217,19 @@ mod tests {
         assert_eq!(c.uplink.keep_alive, Duration::from_secs(30));
         assert_eq!(c.uplink.command_ttl, Duration::from_secs(86400));
         assert!(c.gbt32960.is_none());
+        assert_eq!(c.confirm_within(), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn web_confirm_within_is_read_and_bounded() {
+        let c = Config::parse(&format!("{MINIMAL}web: {{confirm_within: 5s}}\n"), FileCheck::Check).unwrap();
+        assert_eq!(c.confirm_within(), Duration::from_secs(5));
+        for bad in ["1s", "2d", "soon"] {
+            let errs = Config::parse(&format!("{MINIMAL}web: {{confirm_within: {bad}}}\n"), FileCheck::Check)
+                .unwrap_err()
+                .0;
+            assert_eq!(errs[0].path, "web.confirm_within", "{bad}: {errs:?}");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct RawConfig {
 pub struct Edge {
     pub id: String,
     pub site: Option<Site>,
+    pub monitor_interval: Option<String>,
+    pub clock_jump_threshold: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +147,7 @@ pub struct Readers {
     pub max_buffered_bytes: Option<String>,
     pub dialect: Option<String>,
     pub keepalive_interval: Option<String>,
+    pub offline_after: Option<String>,
     pub devices: Option<Vec<ReaderDevice>>,
 }
 
@@ -182,6 +185,7 @@ pub struct Web {
     pub listen: Option<String>,
     pub tls: Option<ServerTls>,
     pub users: Option<Vec<WebUser>>,
+    pub confirm_within: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,10 +358,14 @@ fn stringify_scalars_where_needed(value: serde_yaml::Value) -> serde_yaml::Value
                                 | "max_clock_skew"
                                 | "lane"
                                 | "keepalive_interval"
+                                | "offline_after"
+                                | "monitor_interval"
+                                | "clock_jump_threshold"
                                 | "max_buffered_bytes"
                                 | "reassembly_timeout"
                                 | "max_reassembly_bytes"
                                 | "max_command_ttl"
+                                | "confirm_within"
                                 | "id"
                                 | "sn"
                                 | "name"

@@ -3,12 +3,16 @@
 //! the frauds electronic plates exist to catch (a cloned tag, a vehicle without its tag).
 //!
 //! Owns: the identity registry ([`registry`]), plate decoding ([`plate`]), the pure passage
-//! engine ([`engine`]) and its geometry ([`geo`]).
+//! engine ([`engine`]) and its geometry ([`geo`]), the reading of committed records
+//! ([`input`]) and the service that runs it all after the store's commits ([`service`]).
 //! Must not: delay the data path: fusion consumes committed records only, after their commit.
 
 pub mod engine;
 pub mod geo;
+pub mod input;
 pub mod plate;
 pub mod registry;
+pub mod service;
 
 pub use registry::{Fact, Key, ListQuery, Registry, RegistryError, Vehicle, VehicleInput};
+pub use service::{FusionService, FusionSettings, PassageQuery};

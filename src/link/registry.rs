@@ -97,6 +97,19 @@ impl Registry {
         }
     }
 
+    /// Closes the live connection of `device`, if any (its access was revoked). Returns whether
+    /// one was connected. The connection sees the same signal as a replacement and closes.
+    pub fn disconnect(&self, device: &str) -> bool {
+        let entry = self.entries.lock().ok().and_then(|mut e| e.remove(device));
+        match entry {
+            Some(old) => {
+                old.replaced.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn is_online(&self, device: &str) -> bool {
         self.entries.lock().map(|e| e.contains_key(device)).unwrap_or(false)
     }

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 pub use crate::store::alarms::{alarm_record, ActiveAlarm, AlarmState};
 use crate::store::alarms::{change_in, AlarmChange, AlarmSet};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WriteCtx};
 
 /// The alarm service; shared as `Arc<Alarms>`.
 pub struct Alarms {
@@ -63,6 +63,17 @@ impl Alarms {
             }
         }
         Ok(changed)
+    }
+
+    /// Raises `name` about `subject` inside a write job (its record and row commit with what
+    /// else the job writes: fusion's passages); unless already active. Returns whether it raised.
+    pub fn raise_in(ctx: &mut WriteCtx<'_>, name: &str, subject: &str, detail: Value) -> Result<bool, StoreError> {
+        change_in(ctx, &AlarmChange::new(name, subject, AlarmState::Raised, detail))
+    }
+
+    /// Clears `name` about `subject` inside a write job, if active. Returns whether it cleared.
+    pub fn clear_in(ctx: &mut WriteCtx<'_>, name: &str, subject: &str, detail: Value) -> Result<bool, StoreError> {
+        change_in(ctx, &AlarmChange::new(name, subject, AlarmState::Cleared, detail))
     }
 
     /// Whether `name` about `subject` is active.

@@ -712,6 +712,13 @@ mod tests {
     use crate::store::StoreOptions;
 
     async fn service(dir: &std::path::Path) -> (Arc<ReaderService>, Store, Arc<CommandPlane>, CancellationToken) {
+        service_with(dir, 64).await
+    }
+
+    async fn service_with(
+        dir: &std::path::Path,
+        max_unknown: usize,
+    ) -> (Arc<ReaderService>, Store, Arc<CommandPlane>, CancellationToken) {
         let metrics = Arc::new(Metrics::default());
         let (store, _) = Store::open(
             StoreOptions {
@@ -737,10 +744,11 @@ mod tests {
             listen: None,
             tls: None,
             allowed_serials: None,
-            max_unknown: 64,
+            max_unknown,
             max_buffered_bytes: crate::config::DEFAULT_MAX_BUFFERED,
             dialect: ReaderDialect::Hb2017,
             keepalive_interval: Duration::from_secs(1),
+            offline_after: ReadersConfig::DEFAULT_OFFLINE_AFTER,
             devices: Vec::new(),
         };
         let deps = ReaderDeps {
@@ -752,6 +760,40 @@ mod tests {
         let stop = CancellationToken::new();
         let (service, _task) = start(&config, deps, stop.clone()).await.unwrap();
         (service, store, plane, stop)
+    }
+
+    #[tokio::test]
+    async fn unknown_dial_in_readers_are_bounded_and_the_stalest_one_that_is_down_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, store, _plane, stop) = service_with(dir.path(), 2).await;
+        let counters = &service.metrics().limits;
+        let up = |id: &str| service.set_link(id, true, "connected", Dialect::Hb2017, None);
+        assert!(service.admit_unknown("aa01"));
+        up("aa01");
+        assert!(service.admit_unknown("aa02"));
+        up("aa02");
+        // Both unknown readers are up: a third is refused, nobody is forgotten.
+        assert!(!service.admit_unknown("aa03"));
+        assert_eq!(counters.reader_refused_total.load(Relaxed), 1);
+        assert_eq!(counters.reader_infos_evicted_total.load(Relaxed), 0);
+        // A known reader is always admitted again.
+        assert!(service.admit_unknown("aa01"));
+        service.set_link("aa01", false, "closed", Dialect::Hb2017, None);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        service.set_link("aa02", false, "closed", Dialect::Hb2017, None);
+        // aa01 went down first: it is the one forgotten, with its metrics.
+        assert!(service.admit_unknown("aa03"));
+        up("aa03");
+        assert_eq!(counters.reader_infos_evicted_total.load(Relaxed), 1);
+        let ids: Vec<String> = service.readers().into_iter().map(|i| i.id).collect();
+        assert!(
+            !ids.contains(&"aa01".to_string()) && ids.contains(&"aa02".to_string()),
+            "{ids:?}"
+        );
+        assert!(!service.metrics().readers.lock().unwrap().contains_key("aa01"));
+        assert_eq!(ids.iter().filter(|i| i.starts_with("aa")).count(), 2);
+        stop.cancel();
+        store.close().await;
     }
 
     #[tokio::test]

@@ -118,6 +118,29 @@ pub fn realtime_frame(vin: Vin, edition: Edition, time: Time, n: u64, reissue: b
     command(edition, cmd, vin, Body::RealTime(RealTimeReport { time, items }))
 }
 
+/// 2016 real-time data like [`realtime_frame`], the vehicle at `latitude`/`longitude` (degrees)
+/// driving at `speed_kmh` (scripted traffic).
+pub fn realtime_frame_at(vin: Vin, time: Time, n: u64, latitude: f64, longitude: f64, speed_kmh: f64) -> Frame {
+    let mut items = items_2016(n);
+    for item in &mut items {
+        match item {
+            InfoItem::Location2016(l) => {
+                l.status = u8::from(latitude < 0.0) << 1 | u8::from(longitude < 0.0) << 2;
+                l.latitude = (latitude.abs() * 1e6).round() as u32;
+                l.longitude = (longitude.abs() * 1e6).round() as u32;
+            }
+            InfoItem::Vehicle2016(v) => v.speed = (speed_kmh * 10.0).round().clamp(0.0, 2200.0) as u16,
+            _ => {}
+        }
+    }
+    command(
+        Edition::V2016,
+        Command::REALTIME,
+        vin,
+        Body::RealTime(RealTimeReport { time, items }),
+    )
+}
+
 /// The `Type` names the real-time JSON lists, in frame order, for [`realtime_frame`].
 pub fn info_type_names(edition: Edition) -> Vec<&'static str> {
     let items = match edition {

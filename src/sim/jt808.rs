@@ -148,6 +148,9 @@ pub struct Terminal {
     pub commands_answered: u64,
     /// Platform commands seen, newest last (bounded), for tests.
     pub commands_seen: VecDeque<Message>,
+    /// The plate (colour 1..) or, with colour 0, the VIN the terminal registers with.
+    pub plate: String,
+    pub plate_color: u8,
 }
 
 impl Terminal {
@@ -181,6 +184,8 @@ impl Terminal {
             long_answers: false,
             commands_answered: 0,
             commands_seen: VecDeque::new(),
+            plate: PLATE.to_string(),
+            plate_color: 1,
         })
     }
 
@@ -412,9 +417,9 @@ impl Terminal {
                 manufacturer,
                 model: b"SIM-808".to_vec(),
                 terminal_id,
-                plate_color: 1,
+                plate_color: self.plate_color,
                 // STRING fields are GBK, as the standard says.
-                plate: TextEncoding::Gbk.encode(PLATE).unwrap_or_default(),
+                plate: TextEncoding::Gbk.encode(&self.plate).unwrap_or_default(),
             }))
             .await?;
         let deadline = Instant::now() + limit;

@@ -11,3 +11,4 @@ pub mod jt808;
 pub mod pki;
 pub mod reader;
 pub mod synthetic;
+pub mod traffic;

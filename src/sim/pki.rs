@@ -45,6 +45,28 @@ impl TestCa {
     }
 
     fn issue(&self, file_stem: &str, cn: &str, server: bool) -> Result<CertFiles, rcgen::Error> {
+        self.issue_until(file_stem, cn, server, None)
+    }
+
+    /// A server (`server`) or client certificate valid until `not_after` (a fresh key pair; both
+    /// files are written again), for the certificate expiry checks.
+    pub fn issue_valid_until(
+        &self,
+        file_stem: &str,
+        cn: &str,
+        server: bool,
+        not_after: time::OffsetDateTime,
+    ) -> Result<CertFiles, rcgen::Error> {
+        self.issue_until(file_stem, cn, server, Some(not_after))
+    }
+
+    fn issue_until(
+        &self,
+        file_stem: &str,
+        cn: &str,
+        server: bool,
+        not_after: Option<time::OffsetDateTime>,
+    ) -> Result<CertFiles, rcgen::Error> {
         let names = if server {
             vec!["localhost".to_string()]
         } else {
@@ -62,6 +84,10 @@ impl TestCa {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        if let Some(not_after) = not_after {
+            params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+            params.not_after = not_after;
+        }
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         self.write_pair(file_stem, cert.pem(), key.serialize_pem())

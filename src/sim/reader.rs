@@ -107,6 +107,31 @@ pub struct SimTag {
     pub user: Vec<u16>,
 }
 
+impl SimTag {
+    /// The tag of a vehicle with `plate` as printed (`京A12345`: issuing authority from the
+    /// province and letter, then the plate characters), for scripted traffic.
+    pub fn vehicle(tid: Vec<u8>, plate: &str, cid: u32) -> SimTag {
+        let (authority, characters) =
+            crate::fusion::plate::tag_bytes(plate).unwrap_or_else(|| (vec![0x0B, 0x00], plate_codes(plate)));
+        let data = VehicleTagData {
+            items: vec![
+                ("CID", cid.to_be_bytes().to_vec()),
+                ("FPDH", authority),
+                ("SYXZ", vec![0x41]),
+                ("CLLX", vec![0x1A, 0x00]),
+                ("HPZL", vec![2]),
+                ("HPHMXH", characters),
+            ],
+        };
+        SimTag {
+            tid,
+            plate: plate.to_string(),
+            data,
+            user: vec![0; 16],
+        }
+    }
+}
+
 /// Plate characters as the tag codes them (0–25 = A–Z, 26–35 = 0–9).
 fn plate_codes(plate: &str) -> Vec<u8> {
     plate
@@ -221,6 +246,9 @@ struct State {
     number: u32,
     time_set: Option<u64>,
     resets: u64,
+    /// Scripted traffic: the tags in front of the antennas now (indexes into `tags`); every
+    /// report of an active spec carries exactly these, and none is sent while it is empty.
+    present: Option<Vec<usize>>,
 }
 
 /// Reports kept while no link is up (tags).
@@ -292,6 +320,7 @@ impl SimReader {
             number: 0,
             time_set: None,
             resets: 0,
+            present: None,
         };
         let shared = Arc::new(Shared {
             options: options.clone(),
@@ -330,6 +359,22 @@ impl SimReader {
             local_addr,
             task,
         })
+    }
+
+    /// Scripted traffic: replaces the tag population with `tags`; from now on reports carry
+    /// only the tags [`SimReader::present`] puts in front of the antennas.
+    pub fn script_tags(&self, tags: Vec<SimTag>) {
+        let mut state = lock(&self.shared);
+        state.tags = tags;
+        state.present = Some(Vec::new());
+    }
+
+    /// Scripted traffic: the tags (indexes into [`SimReader::script_tags`]' list) in front of
+    /// the antennas now.
+    pub fn present(&self, tags: Vec<usize>) {
+        let mut state = lock(&self.shared);
+        let n = state.tags.len();
+        state.present = Some(tags.into_iter().filter(|i| *i < n).collect());
     }
 
     /// The serial number.
@@ -772,13 +817,20 @@ fn run_rules(shared: &Shared, link: Option<()>) -> Vec<Message> {
                 continue;
             }
             spec.last_report = now;
-            let n = options.tags_per_report.min(state.tags.len());
-            let mut tags = Vec::with_capacity(n);
-            for _ in 0..n {
-                let index = spec.cursor % state.tags.len().max(1);
-                spec.cursor = spec.cursor.wrapping_add(1);
-                tags.push(index);
-            }
+            let tags = match &state.present {
+                Some(present) if present.is_empty() => continue,
+                Some(present) => present.clone(),
+                None => {
+                    let n = options.tags_per_report.min(state.tags.len());
+                    let mut tags = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let index = spec.cursor % state.tags.len().max(1);
+                        spec.cursor = spec.cursor.wrapping_add(1);
+                        tags.push(index);
+                    }
+                    tags
+                }
+            };
             let spec = spec.clone();
             let mut params = Vec::new();
             for index in tags {

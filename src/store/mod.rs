@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use outbox::{EnvelopeKey, OutboxRow, Record, RecordClass};
 pub use schema::{OpenError, OpenReport};
 pub use space::SpaceOptions;
-pub use writer::WriteCtx;
+pub use writer::{is_tag_report, WriteCtx, MAX_JOURNAL_ROWS};
 
 use crate::metrics::Metrics;
 use crate::time::{now_ms, now_rfc3339};
@@ -92,7 +92,12 @@ pub struct Store {
     tap: tokio::sync::broadcast::Sender<Arc<Committed>>,
     readers: Arc<ReadPool>,
     alarms: Arc<alarms::AlarmSet>,
+    journal: Arc<std::sync::atomic::AtomicBool>,
     writer_thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Pages one vacuum step may give back (see [`space::Budget::vacuum_pages`]).
+    vacuum_pages: i64,
+    /// Rows one acknowledgement job deletes at most (see [`space::Budget::transaction_rows`]).
+    ack_rows: usize,
 }
 
 struct ReadPool {
@@ -140,8 +145,10 @@ impl Store {
             Some(mark),
         )?;
         let alarm_set = state.alarm_set();
+        let budget = state.budget();
         let (committed_tx, committed_rx) = watch::channel(state.last_seq());
         let tap = state.tap();
+        let journal = state.journal_switch();
         if let (Some(moved), Some(reason)) = (&report.moved_aside, &report.corruption) {
             state.queue_alarm(
                 "store_corrupt",
@@ -180,7 +187,10 @@ impl Store {
                 idle: Mutex::new(Vec::new()),
             }),
             alarms: alarm_set,
+            journal,
             writer_thread: Arc::new(Mutex::new(Some(handle))),
+            vacuum_pages: budget.vacuum_pages(),
+            ack_rows: budget.transaction_rows() as usize,
         };
         Ok((store, report))
     }
@@ -220,7 +230,19 @@ impl Store {
 
     /// Removes records whose PUBACK arrived.
     pub async fn acknowledge(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
-        self.write(move |ctx| ctx.delete_rows(&seqs)).await
+        // In jobs the writer can commit separately, so a large acknowledgement cannot push one
+        // transaction's frames past the WAL's share (deleting a row again is a no-op).
+        let jobs: Vec<_> = seqs
+            .chunks(self.ack_rows.max(1))
+            .map(|chunk| {
+                let chunk = chunk.to_vec();
+                self.write(move |ctx| ctx.delete_rows(&chunk))
+            })
+            .collect();
+        for job in futures_util::future::join_all(jobs).await {
+            job?;
+        }
+        Ok(())
     }
 
     /// Runs a read on a pooled read-only connection, off the async threads.
@@ -253,6 +275,13 @@ impl Store {
         self.tap.subscribe()
     }
 
+    /// From now on every committed tag report (`gbt37987/{reader}/up/report`) is also kept in
+    /// `fusion_journal`, in its own transaction, until fusion deletes it with the passages
+    /// derived from it (`fusion::service`). Called before any reader starts.
+    pub fn journal_tag_reports(&self, on: bool) {
+        self.journal.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The highest committed `seq`; changes whenever an append commits.
     pub fn committed_seq(&self) -> watch::Receiver<i64> {
         self.committed.clone()
@@ -272,11 +301,28 @@ impl Store {
         // incremental_vacuum cannot run inside the writer's transaction; a write job outside a
         // transaction is not possible either, so it runs on its own connection (WAL allows it,
         // busy_timeout covers the writer's short commits).
+        // In steps the WAL's share can hold, each followed by a checkpoint, so giving pages back
+        // never grows the WAL past its share.
         let path = self.readers.path.clone();
+        let step = self.vacuum_pages;
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             let c = Connection::open(&path)?;
             c.busy_timeout(schema::BUSY_TIMEOUT)?;
-            writer::incremental_vacuum(&c, i64::MAX)?;
+            let free = |c: &Connection| c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0));
+            let mut left = free(&c)?;
+            // Bounded: each step frees `step` pages or ends the loop.
+            for _ in 0..=left / step + 1 {
+                if left == 0 {
+                    break;
+                }
+                writer::incremental_vacuum(&c, step)?;
+                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                let now = free(&c)?;
+                if now >= left {
+                    break;
+                }
+                left = now;
+            }
             Ok(())
         })
         .await

@@ -174,6 +174,12 @@ pub const MIGRATIONS: &[Migration] = &[
         compat: Compat::Additive,
         sql: "CREATE INDEX commands_by_request ON commands(target, request_id);",
     },
+    // v8: a provisioned JT/T 808 terminal may name its plate colour (`jt808.provision`); a
+    // nullable column an older build never reads.
+    Migration {
+        compat: Compat::Additive,
+        sql: "ALTER TABLE jt808_terminals ADD COLUMN plate_color INTEGER;",
+    },
 ];
 
 /// The schema version this build writes.

@@ -73,6 +73,22 @@ impl Budget {
         (self.wal_bytes / 4 / (self.page_size + 24)).max(8) as i64
     }
 
+    /// Free pages one transaction may give back to the file system. Moving pages writes them
+    /// (and their pointer-map and freelist pages) to the WAL, so a step is kept to a quarter of
+    /// the WAL's share: one unbounded `incremental_vacuum` after a large delivery would push the
+    /// WAL (and the files) past `max_bytes` and, on a nearly full disk, fill it again.
+    pub fn vacuum_pages(&self) -> i64 {
+        (self.wal_bytes / 4 / (self.page_size + 24)).clamp(8, 2048) as i64
+    }
+
+    /// Rows one transaction may append or delete before the writer commits early. Rows of
+    /// different devices sit on different pages of the table and its two indexes, so a row can
+    /// dirty three pages of its own (acknowledgements of a round-robin drain are scattered like
+    /// that): a transaction's frames then stay within a quarter of the WAL's share.
+    pub fn transaction_rows(&self) -> u64 {
+        (self.wal_bytes / 4 / (self.page_size + 24) / 3).max(4)
+    }
+
     /// Bytes of records one transaction may append before the writer commits early, so a burst
     /// cannot push the WAL past its share.
     pub fn transaction_bytes(&self) -> u64 {
@@ -185,6 +201,10 @@ mod tests {
         assert_eq!(small.shm_bytes, 64 << 10);
         assert_eq!(small.main_bytes, (1 << 20) - (320 << 10));
         assert!(small.checkpoint_frames() >= 8);
+        // A vacuum step's frames stay within a quarter of the WAL's share.
+        assert!(small.vacuum_pages() as u64 * (4096 + 24) <= small.wal_bytes / 4);
+        assert_eq!(b.vacuum_pages(), 2036);
+        assert_eq!((small.transaction_rows(), b.transaction_rows()), (5, 678));
     }
 
     #[test]

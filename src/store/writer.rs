@@ -46,8 +46,6 @@ pub(super) enum Msg {
 const MAX_BATCH: usize = 4096;
 /// Rows evicted per eviction step.
 const EVICT_CHUNK: i64 = 64;
-/// Free pages given back to the file system per maintenance transaction.
-const VACUUM_STEP: i64 = 2048;
 
 /// A full disk: the main file may not grow past `limit_pages`.
 #[derive(Debug, Clone)]
@@ -82,6 +80,8 @@ pub(super) struct WriterState {
     txn_alarms: Vec<AlarmChange>,
     /// Record bytes appended in the current transaction.
     txn_bytes: u64,
+    /// Rows appended or deleted in the current transaction (each may dirty its own pages).
+    txn_rows: u64,
     /// Set when a savepoint or a commit rolled back: counters are reloaded after the commit.
     dirty: bool,
     /// The sequence high-water mark beside the database (absent in unit tests of the writer).
@@ -90,6 +90,19 @@ pub(super) struct WriterState {
     tap: broadcast::Sender<Arc<Committed>>,
     /// Records of the current transaction for the tap, sent once COMMIT succeeded.
     tapped: Vec<Arc<Committed>>,
+    /// Whether tag reports are also kept in `fusion_journal` (fusion is configured; see
+    /// `fusion::service`): in the same transaction as their outbox row, so a passage whose tag
+    /// report was acknowledged can always be derived again after a crash.
+    journal: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Rows `fusion_journal` holds at most: past it (fusion stopped or far behind) tag reports are
+/// committed without their journal row and counted (`fusion.journal_skipped_total`).
+pub const MAX_JOURNAL_ROWS: i64 = 100_000;
+
+/// Whether `topic` is a reader's tag report (`gbt37987/{reader}/up/report`).
+pub fn is_tag_report(topic: &str) -> bool {
+    topic.starts_with("gbt37987/") && topic.ends_with("/up/report")
 }
 
 fn is_full(e: &rusqlite::Error) -> bool {
@@ -153,10 +166,12 @@ impl WriterState {
             pending_alarms: Vec::new(),
             txn_alarms: Vec::new(),
             txn_bytes: 0,
+            txn_rows: 0,
             dirty: false,
             mark,
             tap: broadcast::channel(super::TAP_CAPACITY).0,
             tapped: Vec::new(),
+            journal: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         if s.alarms.is_active("disk_full", "") {
             // Still full until the file system shows otherwise (the next space check).
@@ -190,6 +205,10 @@ impl WriterState {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.metrics.store.evicted_total.store(evicted as u64, Relaxed);
+        let journal_rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM fusion_journal", [], |r| r.get(0))
+            .unwrap_or(0);
+        self.metrics.fusion.journal_rows.store(journal_rows, Relaxed);
         let evicting = self.alarms.is_active("backlog_eviction", "");
         self.eviction = match (evicting, self.eviction) {
             (true, n) => Some(n.unwrap_or(0)),
@@ -202,6 +221,10 @@ impl WriterState {
         Ok(())
     }
 
+    pub(super) fn budget(&self) -> Budget {
+        self.budget
+    }
+
     pub(super) fn last_seq(&self) -> i64 {
         self.next_seq - 1
     }
@@ -209,6 +232,11 @@ impl WriterState {
     /// The active set shared with the alarm service.
     pub(super) fn alarm_set(&self) -> Arc<AlarmSet> {
         self.alarms.clone()
+    }
+
+    /// The switch of the fusion journal (see `Store::journal_tag_reports`).
+    pub(super) fn journal_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.journal.clone()
     }
 
     /// The sender of the committed-records tap (see `Store::tap`).
@@ -407,6 +435,9 @@ impl WriteCtx<'_> {
             }
             Err(e) => return Err(e.into()),
         }
+        if self.state.journal.load(Relaxed) && is_tag_report(&record.topic) {
+            self.journal(seq, record)?;
+        }
         if self.state.tap.receiver_count() > 0 {
             self.state.tapped.push(Arc::new(Committed {
                 seq,
@@ -420,8 +451,24 @@ impl WriteCtx<'_> {
         self.state.backlog_bytes += cost;
         self.state.backlog_rows += 1;
         self.state.txn_bytes += cost;
+        self.state.txn_rows += 1;
         self.state.metrics.store.committed_total.fetch_add(1, Relaxed);
         Ok(seq)
+    }
+
+    /// Keeps a committed tag report for fusion until its passages are committed (one indexed
+    /// insert; the row goes with fusion's passage transaction).
+    fn journal(&mut self, seq: i64, record: &Record) -> Result<(), StoreError> {
+        let fusion = &self.state.metrics.fusion;
+        if fusion.journal_rows.load(Relaxed) >= MAX_JOURNAL_ROWS {
+            fusion.journal_skipped_total.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        self.conn
+            .prepare_cached("INSERT INTO fusion_journal(seq, topic, received_ms, body) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![seq, record.topic, record.received_at_ms, record.body])?;
+        fusion.journal_rows.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     fn refuse(&self, class: RecordClass) -> StoreError {
@@ -458,6 +505,9 @@ impl WriteCtx<'_> {
                 .backlog_bytes
                 .saturating_sub(freed.iter().sum::<i64>() as u64);
             self.state.backlog_rows -= n as i64;
+            // Evicted rows dirty pages too (the indexes' entries of every device among them):
+            // the transaction commits early after this job.
+            self.state.txn_rows += n as u64;
             let total = self.state.metrics.store.evicted_total.fetch_add(n as u64, Relaxed) + n as u64;
             self.conn.execute(
                 "INSERT OR REPLACE INTO kv(key, value) VALUES('evicted_total', ?1)",
@@ -491,6 +541,7 @@ impl WriteCtx<'_> {
             {
                 self.state.backlog_bytes = self.state.backlog_bytes.saturating_sub(bytes as u64);
                 self.state.backlog_rows -= 1;
+                self.state.txn_rows += 1;
             }
         }
         // The eviction episode ends once the backlog has drained to half the budget.
@@ -685,12 +736,14 @@ fn commit_batch(conn: &Connection, state: &mut WriterState, batch: Vec<Job>, com
             return;
         }
         state.txn_bytes = 0;
+        state.txn_rows = 0;
         let mut completions = Vec::new();
         while let Some(job) = next.take() {
             completions.push(run_job(conn, state, job));
             next = jobs.next();
             // Committing early keeps one transaction's frames well within the WAL's share.
-            if state.txn_bytes >= state.budget.transaction_bytes() {
+            if state.txn_bytes >= state.budget.transaction_bytes() || state.txn_rows >= state.budget.transaction_rows()
+            {
                 break;
             }
         }
@@ -719,8 +772,10 @@ fn maintain(conn: &Connection, state: &mut WriterState, committed: &watch::Sende
     let reserve_bytes = state.space.reserve_bytes;
     if let Some(free) = free_bytes(&path) {
         let held = state.reserve.as_ref().is_some_and(Reserve::held);
-        // Room to write the reserve again and still stay clear of the guard (with hysteresis).
-        let room = free >= reserve_bytes.saturating_add(guard + guard / 2) || (held && free >= guard + guard / 2);
+        // Room to write the reserve again and still have twice the guard: a whole guard of
+        // hysteresis above the level that enters the full state, so WAL cycles and the pages the
+        // next batches take do not raise and clear `disk_full` over and over around the line.
+        let room = free >= reserve_bytes.saturating_add(2 * guard) || (held && free >= 2 * guard);
         match (&state.full, room) {
             (None, _) if free < guard => {
                 state.enter_full(conn, format!("{free} bytes free, under the guard of {guard}"));
@@ -758,7 +813,7 @@ fn maintain(conn: &Connection, state: &mut WriterState, committed: &watch::Sende
     let free_pages: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap_or(0);
     let keep = (reserve_bytes / state.budget.page_size) as i64;
     let vacuum = if state.full.is_some() || state.disk_low {
-        (free_pages - keep).clamp(0, VACUUM_STEP)
+        (free_pages - keep).clamp(0, state.budget.vacuum_pages())
     } else {
         0
     };

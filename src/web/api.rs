@@ -123,8 +123,10 @@ pub struct State {
 impl State {
     pub fn new(config: &WebConfig, services: Services, tls: bool, shutdown: CancellationToken) -> Arc<State> {
         let run_tag: [u8; 3] = rand::random();
+        let auth = Auth::new(config.users.clone());
+        auth.adopt_sessions(&services.sessions, Instant::now());
         Arc::new(State {
-            auth: Auth::new(config.users.clone()),
+            auth,
             services,
             live: Arc::new(Live::default()),
             logs: log_ring::global(),
@@ -140,6 +142,11 @@ impl State {
 
     pub fn metrics(&self) -> &Metrics {
         &self.services.metrics
+    }
+
+    /// Hands the open sessions to the server of the next start of the core.
+    pub fn keep_sessions(&self) {
+        self.auth.keep_sessions(&self.services.sessions);
     }
 
     /// Starts the live tables' task (on the web runtime).
@@ -444,6 +451,19 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
             };
             command(state, request, body, &session, target).await
         }
+        (Method::GET, ["jt808", "terminals"]) => jt808_terminals(state).await,
+        (Method::POST, ["jt808", action @ ("provision" | "deprovision")]) => {
+            if state.services.jt808.is_none() {
+                return no_jt808();
+            }
+            let mut document = match read_json(request, body).await {
+                Ok(d) => d,
+                Err(r) => return r,
+            };
+            // The same edge command the cloud sends: one implementation, two doors.
+            document["action"] = json!(format!("jt808.{action}"));
+            start_job(state, &session, Target::Edge, document).await
+        }
         (Method::GET, ["ota"]) => ok(state.services.ota.status()),
         (Method::POST, ["ota", "upload"]) => ota_upload(state, request, body).await,
         (Method::POST, ["ota", "install"]) => {
@@ -462,6 +482,60 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
             let command = json!({"action": "ota.install", "upload": name});
             start_job(state, &session, Target::Edge, command).await
         }
+        // Configuration page: reads call the service, writes are the edge commands.
+        (Method::GET, ["config"]) => config_get(state, &session),
+        (Method::POST, ["config", "validate"]) => match yaml_body(request, body).await {
+            Ok(yaml) => ok(state.services.config.validate(&yaml)),
+            Err(r) => r,
+        },
+        (Method::POST, ["config", "diff"]) => match yaml_body(request, body).await {
+            Ok(yaml) => match state.services.config.diff(&yaml) {
+                Ok(d) => ok(json!(d)),
+                Err(e) => error(
+                    StatusCode::CONFLICT,
+                    &e.to_string(),
+                    "start the appliance from a configuration file",
+                ),
+            },
+            Err(r) => r,
+        },
+        (Method::POST, ["config", "apply"]) => match yaml_body(request, body).await {
+            // The same edge command the cloud sends: one implementation, two doors.
+            Ok(yaml) => {
+                start_job(
+                    state,
+                    &session,
+                    Target::Edge,
+                    json!({"action": "config.set", "yaml": yaml}),
+                )
+                .await
+            }
+            Err(r) => r,
+        },
+        (Method::POST, ["config", "confirm"]) => {
+            start_job(state, &session, Target::Edge, json!({"action": "config.confirm"})).await
+        }
+        (Method::POST, ["log_level"]) => {
+            let document = match read_json(request, body).await {
+                Ok(d) => d,
+                Err(r) => return r,
+            };
+            let Some(level) = document.get("level").and_then(Value::as_str) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "`level` is missing",
+                    "send {\"level\": \"debug\"} (or error, warn, info, trace, or a filter)",
+                );
+            };
+            start_job(
+                state,
+                &session,
+                Target::Edge,
+                json!({"action": "log_level", "level": level}),
+            )
+            .await
+        }
+        (Method::POST, ["restart"]) => start_job(state, &session, Target::Edge, json!({"action": "restart"})).await,
         (Method::GET, ["edge", "actions"]) => ok(json!({"actions": state.services.plane.edge_actions().names()})),
         (Method::POST, ["edge", "command"]) => command(state, request, body, &session, Target::Edge).await,
         (Method::GET, ["jobs"]) => {
@@ -491,6 +565,38 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
             &format!("no API route {method} {path}"),
             "reload the page: it may be older than the appliance's software",
         ),
+    }
+}
+
+/// `GET /api/config`: admins only, even though it is a read: the file holds the password hashes.
+fn config_get(state: &State, session: &Session) -> warp::reply::Response {
+    if session.role != Role::Admin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the configuration file holds password hashes: only admins may read it",
+            "log in with an admin account",
+        );
+    }
+    match state.services.config.get() {
+        Ok(v) => ok(v),
+        Err(e) => error(
+            StatusCode::CONFLICT,
+            &e.to_string(),
+            "start the appliance from a configuration file",
+        ),
+    }
+}
+
+/// The `yaml` string of a JSON body.
+async fn yaml_body(request: &Request, body: Body) -> Result<String, warp::reply::Response> {
+    let document = read_json(request, body).await?;
+    match document.get("yaml").and_then(Value::as_str) {
+        Some(y) => Ok(y.to_string()),
+        None => Err(error(
+            StatusCode::BAD_REQUEST,
+            "`yaml` (the configuration text) is missing",
+            "send {\"yaml\": \"...\"}",
+        )),
     }
 }
 
@@ -1198,6 +1304,29 @@ async fn registry_list(state: &State, request: &Request) -> warp::reply::Respons
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("the registry could not be read: {e}"),
+            "try again; if it persists, see the Logs page",
+        ),
+    }
+}
+
+fn no_jt808() -> warp::reply::Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "the JT/T 808 gateway is not configured",
+        "add a `jt808` section to the configuration to provision terminals",
+    )
+}
+
+/// `GET /api/jt808/terminals`: the provisioned terminals (the `jt808.terminals` listing).
+async fn jt808_terminals(state: &State) -> warp::reply::Response {
+    let Some(service) = &state.services.jt808 else {
+        return no_jt808();
+    };
+    match service.list(None).await {
+        Ok(list) => ok(json!(list)),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the terminals could not be read: {e}"),
             "try again; if it persists, see the Logs page",
         ),
     }

@@ -56,6 +56,17 @@ pub enum LoginError {
     Blocked(Duration),
 }
 
+/// The sessions of a web server that stopped for an in-process restart of the core, with the
+/// users they were opened for; the next server keeps those whose user is still configured the
+/// same (name, role, password hash). Nothing is written to disk.
+#[derive(Debug, Default)]
+pub struct SessionCarry {
+    kept: Mutex<Option<KeptSessions>>,
+}
+
+/// The users of the server that kept the sessions, and the sessions by token.
+type KeptSessions = (Vec<WebUser>, HashMap<String, Session>);
+
 /// Users, sessions and the login limiter.
 pub struct Auth {
     users: Vec<WebUser>,
@@ -110,6 +121,33 @@ impl Auth {
             decoy_hash: hash_password("decoy").unwrap_or_default(),
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(Failures::default()),
+        }
+    }
+
+    /// Hands this server's open sessions to the next one (see [`SessionCarry`]).
+    pub fn keep_sessions(&self, carry: &SessionCarry) {
+        let sessions = self.sessions.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Ok(mut k) = carry.kept.lock() {
+            *k = Some((self.users.clone(), sessions));
+        }
+    }
+
+    /// Takes over the sessions a previous server kept, for users configured the same now.
+    pub fn adopt_sessions(&self, carry: &SessionCarry, now: Instant) {
+        let Some((previous_users, sessions)) = carry.kept.lock().ok().and_then(|mut k| k.take()) else {
+            return;
+        };
+        let unchanged = |name: &str| {
+            let before = previous_users.iter().find(|u| u.name == name);
+            let after = self.users.iter().find(|u| u.name == name);
+            matches!((before, after), (Some(b), Some(a)) if b == a)
+        };
+        if let Ok(mut mine) = self.sessions.lock() {
+            for (token, session) in sessions {
+                if session.expires_in(now) > Duration::ZERO && unchanged(&session.user) && mine.len() < MAX_SESSIONS {
+                    mine.insert(token, session);
+                }
+            }
         }
     }
 

@@ -61,6 +61,14 @@ pub struct Services {
     pub registry: Arc<crate::fusion::Registry>,
     /// Updates of roadedge itself (the Update page).
     pub ota: Arc<crate::ops::ota::OtaService>,
+    /// Vehicle data fusion (the Passages page), when `fusion` is configured.
+    pub fusion: Option<Arc<crate::fusion::FusionService>>,
+    /// The configuration file (the Configuration page).
+    pub config: Arc<crate::ops::config_apply::ConfigService>,
+    /// Sessions kept across in-process restarts of the core.
+    pub sessions: Arc<auth::SessionCarry>,
+    /// JT/T 808 terminal provisioning (when `jt808` is configured).
+    pub jt808: Option<Arc<crate::gateway::jt808::Provisioning>>,
     /// Whether the vehicle gateways are configured (the vehicles page says so when not).
     pub gbt32960_enabled: bool,
     pub jt808_enabled: bool,
@@ -111,9 +119,10 @@ pub async fn start(config: &WebConfig, services: Services, shutdown: Cancellatio
                     rt.block_on(async move {
                         state.spawn_live();
                         match TcpListener::from_std(std_listener) {
-                            Ok(listener) => serve(listener, tls, state, shutdown).await,
+                            Ok(listener) => serve(listener, tls, state.clone(), shutdown).await,
                             Err(e) => tracing::error!("web: cannot use the listener: {e}"),
                         }
+                        state.keep_sessions();
                     });
                     // Reads still running on the blocking pool do not hold up the shutdown.
                     rt.shutdown_timeout(Duration::from_secs(1));

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod web;
 
 use std::io::BufRead;
@@ -24,6 +25,8 @@ pub struct Pki {
     pub cloud: CertFiles,
     pub rogue_ca_file: PathBuf,
     pub rogue_edge: CertFiles,
+    /// The cloud CA itself, to issue more certificates the broker trusts.
+    pub issuer: TestCa,
 }
 
 impl Pki {
@@ -37,6 +40,7 @@ impl Pki {
             cloud: ca.client("cloud", "cloud").unwrap(),
             rogue_ca_file: rogue.ca_file.clone(),
             rogue_edge: rogue.client("rogue-edge", "cab-1").unwrap(),
+            issuer: ca,
         }
     }
 }

@@ -7,12 +7,15 @@
 //!   registration and authentication against the terminals table, the registry of live phones,
 //!   command outcomes to the command plane.
 //! - [`terminals`]: the `jt808_terminals` table (auth codes, provisioned terminals).
+//! - [`provisioning`]: the service behind `jt808.provision` / `jt808.deprovision` and the web
+//!   page's provisioning (which terminals may register under `jt808.auth: registry`).
 //!
 //! Publishes on `jt808/{phone}/{phone}/up` in EMQX's `{"header","body"}` shape plus the `edge`
 //! envelope; commands arrive on `jt808/{phone}/{phone}/dn` through the command plane. A 0x0704
 //! batch is published as one record, as EMQX publishes it. Must not parse bytes itself (the codec
 //! in `protocol::jt808` does).
 
+pub mod provisioning;
 pub mod server;
 pub mod session;
 pub mod terminals;
@@ -20,7 +23,8 @@ pub mod terminals;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use server::{spawn, ServerSettings};
+pub use provisioning::Provisioning;
+pub use server::{spawn, spawn_with, ServerSettings};
 pub use session::{Action, Commit, Now, Session, Settings};
 
 use crate::config::{Jt808Config, TextEncoding};

@@ -97,7 +97,28 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let registry = Arc::new(Registry::default());
+    spawn_with(
+        listener,
+        settings,
+        store,
+        plane,
+        metrics,
+        Arc::new(Registry::default()),
+        shutdown,
+    )
+}
+
+/// Like [`spawn`], with the registry of live phones given by the caller (the provisioning
+/// service closes a revoked terminal's session through it).
+pub fn spawn_with(
+    listener: TcpListener,
+    settings: ServerSettings,
+    store: Store,
+    plane: Arc<CommandPlane>,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     plane.register(Protocol::Jt808, registry.clone());
     let gateway = Arc::new(Gateway {
         settings: Arc::new(settings.session),
@@ -340,7 +361,7 @@ impl Gateway {
                     Vec::new()
                 }
                 Event::Replaced => {
-                    c.closing = Some("replaced by a newer connection of the same phone".into());
+                    c.closing = Some("replaced by a newer connection of the same phone, or deprovisioned".into());
                     Vec::new()
                 }
                 Event::Written(result, outcomes) => {

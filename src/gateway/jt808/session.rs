@@ -402,6 +402,7 @@ impl Session {
                     phone: header.phone.to_string(),
                     terminal_id: text("dev_id"),
                     plate: text("license_number"),
+                    plate_color: body["body"]["color"].as_u64().and_then(|c| u8::try_from(c).ok()),
                     edition: register.edition,
                 };
                 self.phase = Phase::Registering {
@@ -1584,6 +1585,10 @@ mod tests {
         let packets = subpackets(0x0900, &body, &[40, 41, 42]);
         s.handle_frame(packets[0].clone(), at(1_000));
         s.handle_frame(packets[2].clone(), at(1_000));
+        // The connection's timer wakes while the transfer is unfinished (at most a second
+        // apart), not only at the idle timeout, so the resend request goes out on time.
+        assert!(s.next_deadline(at(1_000)) <= 2_000);
+        assert!(s.next_deadline(at(30_500)) <= 31_000 + 1_000);
         assert!(sent(&s.handle_tick(at(30_999))).is_empty());
         let actions = s.handle_tick(at(31_000));
         let requests = sent(&actions);

@@ -21,6 +21,8 @@ pub struct RegisterRequest {
     pub terminal_id: String,
     /// Plate (or VIN when the plate colour is 0).
     pub plate: String,
+    /// The plate colour the register carries (JT/T 808 table: 0 no plate, 1 blue, 2 yellow, ...).
+    pub plate_color: Option<u8>,
     /// The register body's layout (2011, 2013 or 2019).
     pub edition: Edition,
 }
@@ -81,6 +83,7 @@ struct Row {
     provisioned: bool,
     terminal_id: Option<String>,
     plate: Option<String>,
+    plate_color: Option<u8>,
     imei: Option<String>,
     auth_code: Option<Vec<u8>>,
     edition: Option<String>,
@@ -89,7 +92,7 @@ struct Row {
 fn row(conn: &Connection, phone: &str) -> Result<Option<Row>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT provisioned, terminal_id, plate, imei, auth_code, edition FROM jt808_terminals WHERE phone = ?1",
+            "SELECT provisioned, terminal_id, plate, imei, auth_code, edition, plate_color FROM jt808_terminals WHERE phone = ?1",
         )?
         .query_row([phone], |r| {
             Ok(Row {
@@ -99,6 +102,7 @@ fn row(conn: &Connection, phone: &str) -> Result<Option<Row>, StoreError> {
                 imei: r.get(3)?,
                 auth_code: r.get(4)?,
                 edition: r.get(5)?,
+                plate_color: r.get(6)?,
             })
         })
         .optional()?)
@@ -145,6 +149,12 @@ pub fn register(
             return Ok(refuse(register_result::TERMINAL_UNKNOWN));
         }
         if provisioned.plate.as_deref().is_some_and(|p| p != request.plate) {
+            return Ok(refuse(register_result::VEHICLE_UNKNOWN));
+        }
+        if provisioned
+            .plate_color
+            .is_some_and(|c| request.plate_color.is_some_and(|got| got != c))
+        {
             return Ok(refuse(register_result::VEHICLE_UNKNOWN));
         }
     }
@@ -223,22 +233,90 @@ pub fn deregister(conn: &Connection, phone: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Adds (or updates) a pre-provisioned terminal for `jt808.auth: registry`. `None` fields are not
+/// What an operator provisions for one terminal (`jt808.auth: registry`). `None` fields are not
 /// checked at registration.
-pub fn provision(
-    conn: &Connection,
-    phone: &str,
-    terminal_id: Option<&str>,
-    plate: Option<&str>,
-    imei: Option<&str>,
-) -> Result<(), StoreError> {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provisioned {
+    pub phone: String,
+    pub terminal_id: Option<String>,
+    pub plate: Option<String>,
+    pub plate_color: Option<u8>,
+    pub imei: Option<String>,
+}
+
+/// Adds (or updates) a pre-provisioned terminal. Returns whether the phone was new to the
+/// provisioned set. A terminal already registered keeps its auth code.
+pub fn provision(conn: &Connection, terminal: &Provisioned) -> Result<bool, StoreError> {
+    let was = row(conn, &terminal.phone)?.is_some_and(|r| r.provisioned);
     conn.prepare_cached(
-        "INSERT INTO jt808_terminals(phone, provisioned, terminal_id, plate, imei) VALUES (?1, 1, ?2, ?3, ?4)
+        "INSERT INTO jt808_terminals(phone, provisioned, terminal_id, plate, imei, plate_color)
+         VALUES (?1, 1, ?2, ?3, ?4, ?5)
          ON CONFLICT(phone) DO UPDATE SET provisioned = 1, terminal_id = excluded.terminal_id,
-           plate = excluded.plate, imei = excluded.imei",
+           plate = excluded.plate, imei = excluded.imei, plate_color = excluded.plate_color",
     )?
-    .execute(params![phone, terminal_id, plate, imei])?;
-    Ok(())
+    .execute(params![
+        terminal.phone,
+        terminal.terminal_id,
+        terminal.plate,
+        terminal.imei,
+        terminal.plate_color
+    ])?;
+    Ok(!was)
+}
+
+/// Revokes a terminal: its row goes (provisioning and auth code alike), so it can neither
+/// authenticate with the code it holds nor register again in `registry` mode. Returns whether
+/// the phone was provisioned.
+pub fn deprovision(conn: &Connection, phone: &str) -> Result<bool, StoreError> {
+    let was = row(conn, phone)?.is_some_and(|r| r.provisioned);
+    if was {
+        conn.prepare_cached("DELETE FROM jt808_terminals WHERE phone = ?1")?
+            .execute([phone])?;
+    }
+    Ok(was)
+}
+
+/// A provisioned terminal as listed for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProvisionedRow {
+    pub phone: String,
+    pub plate: Option<String>,
+    pub plate_color: Option<u8>,
+    pub terminal_id: Option<String>,
+    /// Whether the terminal holds a valid auth code (it registered since it was provisioned).
+    pub registered: bool,
+    pub registered_ms: Option<i64>,
+    pub last_auth_ms: Option<i64>,
+}
+
+/// Every provisioned terminal, by phone, at most `limit`.
+pub fn provisioned(conn: &Connection, limit: usize) -> Result<Vec<ProvisionedRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT phone, plate, plate_color, terminal_id, auth_code IS NOT NULL, registered_ms, last_auth_ms
+         FROM jt808_terminals WHERE provisioned = 1 ORDER BY phone LIMIT ?1",
+    )?;
+    let rows = stmt
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(ProvisionedRow {
+                phone: r.get(0)?,
+                plate: r.get(1)?,
+                plate_color: r.get(2)?,
+                terminal_id: r.get(3)?,
+                registered: r.get(4)?,
+                registered_ms: r.get(5)?,
+                last_auth_ms: r.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// How many terminals are provisioned.
+pub fn provisioned_count(conn: &Connection) -> Result<u64, StoreError> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM jt808_terminals WHERE provisioned = 1")?
+        .query_row([], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
 }
 
 /// The stored auth code of `phone`, if it has one.
@@ -272,6 +350,7 @@ mod tests {
             phone: phone.into(),
             terminal_id: "T1".into(),
             plate: "京A12345".into(),
+            plate_color: Some(1),
             edition: Edition::V2013,
         }
     }
@@ -324,13 +403,43 @@ mod tests {
         let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1, ROWS).unwrap();
         assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
         assert!(refused.auth_code.is_empty());
-        provision(&c, "013800000002", Some("OTHER"), None, None).unwrap();
+        provision(
+            &c,
+            &Provisioned {
+                phone: "013800000002".into(),
+                terminal_id: Some("OTHER".into()),
+                plate: None,
+                imei: None,
+                ..Provisioned::default()
+            },
+        )
+        .unwrap();
         let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1, ROWS).unwrap();
         assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
-        provision(&c, "013800000002", Some("T1"), Some("沪B00000"), None).unwrap();
+        provision(
+            &c,
+            &Provisioned {
+                phone: "013800000002".into(),
+                terminal_id: Some("T1".into()),
+                plate: Some("沪B00000".into()),
+                imei: None,
+                ..Provisioned::default()
+            },
+        )
+        .unwrap();
         let refused = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1, ROWS).unwrap();
         assert_eq!(refused.result, register_result::VEHICLE_UNKNOWN);
-        provision(&c, "013800000002", Some("T1"), None, None).unwrap();
+        provision(
+            &c,
+            &Provisioned {
+                phone: "013800000002".into(),
+                terminal_id: Some("T1".into()),
+                plate: None,
+                imei: None,
+                ..Provisioned::default()
+            },
+        )
+        .unwrap();
         let ok = register(&c, Jt808Auth::Registry, &request("013800000002"), b"C", 1, ROWS).unwrap();
         assert_eq!(ok.result, register_result::OK);
         assert!(
@@ -354,7 +463,17 @@ mod tests {
     #[test]
     fn a_provisioned_imei_must_match_the_2019_authentication() {
         let (_d, c) = db();
-        provision(&c, "00000000013800000004", None, None, Some("123456789012345")).unwrap();
+        provision(
+            &c,
+            &Provisioned {
+                phone: "00000000013800000004".into(),
+                terminal_id: None,
+                plate: None,
+                imei: Some("123456789012345".into()),
+                ..Provisioned::default()
+            },
+        )
+        .unwrap();
         register(&c, Jt808Auth::Registry, &request("00000000013800000004"), b"C", 1, ROWS).unwrap();
         let mut a = auth("00000000013800000004", b"C");
         a.imei = Some("999999999999999".into());
@@ -390,6 +509,38 @@ mod tests {
         assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
         let known = register(&c, Jt808Auth::Open, &request("013800000101"), b"D", 2, 3).unwrap();
         assert_eq!(known.result, register_result::OK);
+    }
+
+    #[test]
+    fn a_provisioned_plate_colour_must_match_and_deprovisioning_revokes_the_code() {
+        let (_d, c) = db();
+        let mut p = Provisioned {
+            phone: "013800000006".into(),
+            plate: Some("京A12345".into()),
+            plate_color: Some(2),
+            ..Provisioned::default()
+        };
+        assert!(provision(&c, &p).unwrap());
+        let refused = register(&c, Jt808Auth::Registry, &request("013800000006"), b"C", 1, ROWS).unwrap();
+        assert_eq!(refused.result, register_result::VEHICLE_UNKNOWN);
+        p.plate_color = Some(1);
+        assert!(!provision(&c, &p).unwrap(), "already provisioned");
+        let ok = register(&c, Jt808Auth::Registry, &request("013800000006"), b"C", 1, ROWS).unwrap();
+        assert_eq!(ok.result, register_result::OK);
+        let listed = provisioned(&c, 10).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].registered);
+        assert_eq!(listed[0].plate_color, Some(1));
+        assert!(deprovision(&c, "013800000006").unwrap());
+        assert!(!deprovision(&c, "013800000006").unwrap());
+        assert!(
+            !authenticate(&c, Jt808Auth::Registry, &auth("013800000006", b"C"), 2)
+                .unwrap()
+                .ok
+        );
+        let refused = register(&c, Jt808Auth::Registry, &request("013800000006"), b"C", 3, ROWS).unwrap();
+        assert_eq!(refused.result, register_result::TERMINAL_UNKNOWN);
+        assert_eq!(provisioned_count(&c).unwrap(), 0);
     }
 
     #[test]

@@ -288,6 +288,27 @@ impl OtaService {
         self.restart.clone()
     }
 
+    /// Why another change of the appliance (a configuration apply, a restart) must wait now: an
+    /// update being installed, awaiting its health gate, or the process stopping for it.
+    pub fn busy_reason(&self) -> Option<String> {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some("the appliance is restarting into another version".into());
+        }
+        if self.busy.try_lock().is_err() {
+            let p = self.progress.lock().map(|p| p.clone()).unwrap_or_default();
+            return Some(format!(
+                "update request `{}` is being installed ({})",
+                p.request_id, p.phase
+            ));
+        }
+        self.journal().filter(Journal::open).map(|j| {
+            format!(
+                "the update to {} (request `{}`) is still {}",
+                j.to_version, j.request_id, j.state
+            )
+        })
+    }
+
     /// Which binary the restart goes to (`new` or `previous`).
     pub fn restart_kind(&self) -> &'static str {
         self.restart_kind.lock().map(|k| *k).unwrap_or("new")

@@ -194,6 +194,7 @@ const NAV = [
   { id: 'vehicles', label: 'Vehicles', icon: '\u25B8' },
   { id: 'registry', label: 'Registry', icon: '\u2263' },
   { id: 'update', label: 'Update', icon: '\u21E7' },
+  { id: 'config', label: 'Configuration', icon: '\u2699' },
   { id: 'activity', label: 'Activity', icon: '\u2630' },
   { id: 'logs', label: 'Logs', icon: '\u2261' },
 ];
@@ -257,7 +258,12 @@ function openEvents(topics, query) {
   });
   es.addEventListener('logs', (ev) => { if (S.view && S.view.logs) S.view.logs(JSON.parse(ev.data).lines); });
   es.addEventListener('session', () => { es.close(); showLogin('Your session has ended. Log in again.'); });
-  es.onerror = () => { const u = $('#top-uplink'); if (u && es.readyState !== 1) { clear(u).append(badge('page offline: reconnecting\u2026', 'warn')); } };
+  es.onerror = () => {
+    const u = $('#top-uplink'); if (u && es.readyState !== 1) { clear(u).append(badge('page offline: reconnecting\u2026', 'warn')); }
+    // An answer other than the stream (e.g. 503 while the services restart) closes an EventSource
+    // for good: open a new one a moment later.
+    if (es.readyState === 2) setTimeout(() => { if (S.events === es) { S.events = null; openEvents(topics, query); } }, 2000);
+  };
 }
 function updateTop(o) {
   const u = $('#top-uplink');
@@ -620,7 +626,68 @@ function viewVehicles(main) {
   };
   load();
   S.timers.push(setInterval(load, 3000));
+  jt808ProvisioningPanel(main);
   return {};
+}
+
+// ---------- Vehicles: JT/T 808 provisioning (jt808.provision / jt808.deprovision) ----------
+// Which terminals may register under `jt808.auth: registry`. Writes go through the same edge
+// commands the cloud sends (POST /api/jt808/provision|deprovision); the list is GET /api/jt808/terminals.
+const JT808_PLATE_COLORS = { 0: 'no plate (VIN)', 1: 'blue', 2: 'yellow', 3: 'black', 4: 'white', 5: 'green', 9: 'other' };
+
+function jt808ProvisioningPanel(main) {
+  const list = h('div'), jobs = h('div'), formErr = h('div');
+  const section = h('section', { class: 'panel', style: 'margin-top:14px', id: 'jt808-provisioning' }, h('h2', {}, 'JT/T 808 provisioning'), list);
+  main.append(section);
+  const f = {
+    phone: h('input', { id: 'prov-phone', placeholder: 'e.g. 13800000001', inputmode: 'numeric', required: true }),
+    plate: h('input', { id: 'prov-plate', placeholder: 'e.g. \u6caaA12345 (optional)' }),
+    plate_color: h('select', { id: 'prov-color' }, h('option', { value: '' }, '\u2013 any'), Object.entries(JT808_PLATE_COLORS).map(([k, v]) => h('option', { value: k }, k + ' ' + v))),
+  };
+  const load = async () => {
+    try {
+      const { data } = await api('GET', '/api/jt808/terminals');
+      clear(list).append(h('p', {}, data.auth === 'registry'
+        ? 'Only the terminals listed here may register (jt808.auth: registry). Removing one revokes its code and closes its connection.'
+        : 'This edge admits any terminal (jt808.auth: open): the list is kept, and enforced once auth is set to registry.'));
+      if (!data.terminals.length) { list.append(h('div', { class: 'empty' }, 'No terminal is provisioned.')); return; }
+      const online = new Set(data.online);
+      list.append(h('table', { id: 'jt808-provisioned' }, h('thead', {}, h('tr', {}, ['Phone', 'Plate', 'Colour', 'Registered', 'Connected', 'Last authenticated', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, data.terminals.map((t) => h('tr', {}, h('td', { class: 'mono' }, t.phone), h('td', {}, t.plate || 'any'), h('td', {}, t.plate_color === null || t.plate_color === undefined ? 'any' : JT808_PLATE_COLORS[t.plate_color]),
+          h('td', {}, t.registered ? badge('registered', 'ok') : badge('not yet')), h('td', {}, online.has(t.phone) ? badge('online', 'ok') : badge('offline')),
+          h('td', {}, t.last_auth_ms ? since(new Date(t.last_auth_ms).toISOString()) : '\u2013'),
+          h('td', {}, isAdmin() ? h('button', { type: 'button', class: 'small danger', onclick: async () => {
+            if (await confirmDialog('Remove terminal ' + t.phone + '?', 'It can no longer register or authenticate, and its connection is closed now.', 'Remove')) {
+              await runCommand(jobs, 'remove ' + t.phone, 'POST', '/api/jt808/deprovision', { phones: [t.phone] });
+              load();
+            }
+          } }, 'Remove') : null))))));
+    } catch (e) { clear(list).append(errorBox(e)); }
+  };
+  if (isAdmin()) {
+    const form = h('form', {
+      id: 'prov-form', onsubmit: async (ev) => {
+        ev.preventDefault(); clear(formErr);
+        const phone = f.phone.value.trim();
+        if (!/^[0-9]{1,20}$/.test(phone)) { formErr.append(errorBox(new ApiError(400, 'The phone must be 1 to 20 digits', 'enter the terminal\u2019s SIM number as digits only (a 2019 terminal: all 20 digits)'))); f.phone.focus(); return; }
+        const terminal = { phone };
+        if (f.plate.value.trim()) terminal.plate = f.plate.value.trim();
+        if (f.plate_color.value) terminal.plate_color = Number(f.plate_color.value);
+        const job = await runCommand(jobs, 'provision ' + phone, 'POST', '/api/jt808/provision', { terminals: [terminal] });
+        if (job.ok) { f.phone.value = ''; f.plate.value = ''; f.plate_color.value = ''; }
+        else formErr.append(errorBox(new ApiError(400, job.error || 'not provisioned', 'correct the field named and add it again')));
+        load();
+      },
+    },
+      h('div', { class: 'form-row' },
+        h('div', {}, h('label', { for: 'prov-phone' }, 'Phone (SIM number)'), f.phone),
+        h('div', {}, h('label', { for: 'prov-plate' }, 'Plate'), f.plate),
+        h('div', {}, h('label', { for: 'prov-color' }, 'Plate colour'), f.plate_color),
+        h('div', {}, h('button', { type: 'submit', class: 'primary', id: 'prov-add' }, 'Provision'))),
+      formErr);
+    section.append(h('h3', {}, 'Add a terminal'), form, jobs);
+  }
+  load();
 }
 
 // ---------- Registry (plates, VINs, phones, tags) ----------
@@ -883,7 +950,163 @@ function viewUpdate(main) {
   return {};
 }
 
-const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, registry: viewRegistry, update: viewUpdate, activity: viewActivity, logs: viewLogs };
+// ---------- Configuration (the YAML file: validate, diff, apply with auto-revert) ----------
+// Reads call the configuration service (GET /api/config, POST /api/config/validate|diff); writes
+// are the edge commands the cloud sends (config.set, config.confirm, log_level, restart) through
+// POST /api/config/apply|confirm, /api/log_level, /api/restart. An applied file is reverted by
+// the appliance itself unless confirmed within web.confirm_within: the countdown shows it.
+function viewConfig(main) {
+  main.append(h('h1', {}, 'Configuration'));
+  main.append(h('p', {}, 'The appliance\u2019s configuration file. Validate shows every error at its line; Show changes compares with the file in force. Apply restarts the appliance\u2019s services with the new file; keep it with Confirm before the countdown ends, otherwise the previous file comes back by itself.'));
+  if (!isAdmin()) {
+    main.append(h('div', { class: 'notice info' }, 'Only admins can see the configuration: the file holds password hashes.', h('span', { class: 'hint' }, 'What to do: log in with an admin account.')));
+    return {};
+  }
+  const status = h('div', { id: 'cfg-status', 'aria-live': 'polite' });
+  const gutter = h('div', { class: 'gutter', id: 'cfg-lines', 'aria-hidden': 'true' });
+  // Marked lines are painted behind the (transparent) textarea, scrolled with it.
+  const backdrop = h('div', { class: 'backdrop', 'aria-hidden': 'true' });
+  const text = h('textarea', { id: 'cfg-text', spellcheck: 'false', autocomplete: 'off', wrap: 'off', 'aria-label': 'Configuration (YAML)', 'aria-describedby': 'cfg-errors' });
+  const errors = h('div', { id: 'cfg-errors' });
+  const diffOut = h('div', { id: 'cfg-diff' });
+  const jobs = h('div', { id: 'cfg-jobs' });
+  let loaded = null; // the file's text as last loaded from the appliance
+  let marks = new Map(); // line -> messages
+  const dirty = () => loaded !== null && text.value !== loaded;
+  const renderGutter = () => {
+    const n = text.value.split('\n').length;
+    clear(gutter);
+    for (let i = 1; i <= n; i++) {
+      const m = marks.get(i);
+      gutter.append(h('div', { class: m ? 'ln err' : 'ln', title: m ? m.join('\n') : null, 'data-line': i }, m ? '\u25CF ' + i : String(i)));
+    }
+    clear(backdrop);
+    for (const [line, m] of marks) backdrop.append(h('div', { class: 'mark', 'data-line': line, style: 'top:' + (6 + (line - 1) * 18) + 'px' }, h('span', {}, m.join('; '))));
+    syncScroll();
+  };
+  const syncScroll = () => { gutter.scrollTop = text.scrollTop; backdrop.scrollTop = text.scrollTop; };
+  const goToLine = (line) => {
+    const lines = text.value.split('\n');
+    const start = lines.slice(0, line - 1).reduce((a, l) => a + l.length + 1, 0);
+    text.focus();
+    text.setSelectionRange(start, start + (lines[line - 1] || '').length);
+    const lh = parseFloat(getComputedStyle(text).lineHeight) || 18;
+    text.scrollTop = Math.max(0, (line - 4) * lh);
+  };
+  const showErrors = (list) => {
+    marks = new Map();
+    for (const e of list) if (e.line) marks.set(e.line, (marks.get(e.line) || []).concat((e.path ? e.path + ': ' : '') + e.message));
+    renderGutter();
+    clear(errors);
+    if (!list.length) { errors.append(h('div', { class: 'notice ok', id: 'cfg-valid' }, 'The configuration is valid.')); return; }
+    const first = list.find((e) => e.line);
+    if (first) { const lh = 18; text.scrollTop = Math.max(0, (first.line - 4) * lh); syncScroll(); }
+    errors.append(h('div', { class: 'notice bad', role: 'alert' }, list.length + (list.length === 1 ? ' error' : ' errors') + ' \u2013 nothing is applied until they are fixed.',
+      h('ul', { class: 'cfg-errlist' }, list.map((e) => h('li', {},
+        e.line ? h('button', { type: 'button', class: 'link', 'data-line': e.line, onclick: () => goToLine(e.line) }, 'Line ' + e.line) : h('span', {}, 'Document'),
+        ' ', h('code', {}, e.path || '(whole file)'), ': ', e.message)))));
+  };
+  const validate = async () => {
+    try {
+      const { data } = await api('POST', '/api/config/validate', { yaml: text.value });
+      showErrors(data.errors || []);
+      return data.valid;
+    } catch (e) { clear(errors).append(errorBox(e)); return false; }
+  };
+  const showDiff = async () => {
+    try {
+      const { data } = await api('POST', '/api/config/diff', { yaml: text.value });
+      clear(diffOut);
+      if (!data.changed) { diffOut.append(h('div', { class: 'empty' }, 'No changes against the file in force.')); return data; }
+      diffOut.append(h('p', { class: 'hint' }, '+' + data.added + ' / \u2212' + data.removed + ' lines'),
+        h('pre', { class: 'diff' }, data.unified.split('\n').map((l) => h('span', { class: /^(@@|\+\+\+ |--- )/.test(l) ? 'hunk' : l.startsWith('+') ? 'add' : l.startsWith('-') ? 'del' : '' }, l + '\n'))));
+      return data;
+    } catch (e) { clear(diffOut).append(errorBox(e)); return null; }
+  };
+  const apply = async () => {
+    if (!(await validate())) { toast('bad', 'The configuration has errors.', 'Fix the marked lines, then apply.'); return; }
+    const d = await showDiff();
+    if (d && !d.changed) { toast('info', 'Nothing to apply.', 'The text is the file in force.'); return; }
+    if (!(await confirmDialog('Apply this configuration?', 'The appliance\u2019s services restart with the new file. Confirm it before the countdown ends, or the previous file comes back by itself.', 'Apply'))) return;
+    const job = await runCommand(jobs, 'Apply configuration', 'POST', '/api/config/apply', { yaml: text.value });
+    if (job && job.ok) { loaded = text.value; toast('ok', 'Applied. Confirm it before the countdown ends.'); }
+    setTimeout(refresh, 800);
+  };
+  const confirmApply = async () => {
+    const job = await runCommand(jobs, 'Confirm configuration', 'POST', '/api/config/confirm', {});
+    if (job && job.ok) toast('ok', 'Configuration confirmed: it stays.');
+    refresh();
+  };
+  const level = h('input', { id: 'cfg-level', type: 'text', value: '', placeholder: 'info', list: 'cfg-levels', 'aria-label': 'Log level' });
+  const setLevel = async () => {
+    await runCommand(jobs, 'Log level ' + level.value, 'POST', '/api/log_level', { level: level.value || 'info' });
+    refresh();
+  };
+  const restart = async () => {
+    if (!(await confirmDialog('Restart the services?', 'Every connection is closed and opened again with the configuration file; data already accepted is kept.', 'Restart'))) return;
+    await runCommand(jobs, 'Restart', 'POST', '/api/restart', {});
+  };
+  let shown = '';
+  const refresh = async () => {
+    let data;
+    try { data = (await api('GET', '/api/config')).data; } catch (e) {
+      if (e.status === 0) clear(status).append(h('div', { class: 'notice info', id: 'cfg-restarting' }, 'The appliance is restarting its services\u2026'));
+      else clear(status).append(errorBox(e));
+      return;
+    }
+    if (loaded === null || (!dirty() && data.yaml !== loaded)) { text.value = data.yaml; loaded = data.yaml; renderGutter(); }
+    if (!level.value) level.value = data.log_level || '';
+    const p = data.pending, l = data.last;
+    // Only the countdown's text changes every second: the box (and the focus on its button)
+    // is rebuilt only when the state changes.
+    const key = JSON.stringify([p && p.request_id, p && p.uplink_back, l && l.at]);
+    const clock = $('#cfg-countdown', status);
+    if (p && clock) clock.textContent = fmtClock(p.seconds_left);
+    if (key === shown) return;
+    shown = key;
+    clear(status);
+    if (p) {
+      status.append(h('div', { class: 'notice warn countdown-box', id: 'cfg-pending' },
+        h('div', {}, 'Applied configuration waiting for confirmation: ', h('strong', { class: 'countdown', id: 'cfg-countdown' }, fmtClock(p.seconds_left)), ' left, then it reverts by itself.'),
+        p.uplink_required ? h('div', { class: 'hint' }, p.uplink_back ? 'The uplink is back with the new file.' : 'Waiting for the uplink to come back with the new file\u2026') : null,
+        h('div', { class: 'actions' }, h('button', { type: 'button', id: 'cfg-confirm', class: 'primary', onclick: confirmApply }, 'Confirm (keep it)'))));
+    } else if (l) {
+      status.append(l.state === 'reverted'
+        ? h('div', { class: 'notice bad', id: 'cfg-reverted' }, 'The last applied configuration was reverted ' + since(l.at) + ': ' + sentence(l.reason), h('span', { class: 'hint' }, 'What to do: the previous file is in force again (shown below); correct the change and apply it again.'))
+        : h('div', { class: 'notice ok', id: 'cfg-confirmed' }, 'The last applied configuration was confirmed ' + since(l.at) + '.'));
+    }
+  };
+  text.addEventListener('input', () => { if (marks.size) { marks = new Map(); clear(errors); } renderGutter(); });
+  text.addEventListener('scroll', syncScroll);
+  text.addEventListener('keydown', (ev) => {
+    // Tab inserts two spaces (YAML indentation) instead of leaving the editor.
+    if (ev.key === 'Tab' && !ev.shiftKey) { ev.preventDefault(); text.setRangeText('  ', text.selectionStart, text.selectionEnd, 'end'); renderGutter(); }
+  });
+  main.append(status,
+    h('section', { class: 'panel' },
+      h('div', { class: 'editor' }, gutter, h('div', { class: 'area' }, backdrop, text)),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', id: 'cfg-validate', onclick: validate }, 'Validate'),
+        h('button', { type: 'button', id: 'cfg-show-diff', onclick: showDiff }, 'Show changes'),
+        h('button', { type: 'button', id: 'cfg-apply', class: 'primary', onclick: apply }, 'Apply'),
+        h('button', { type: 'button', id: 'cfg-revert-text', onclick: () => { text.value = loaded || ''; showErrors([]); clear(errors); clear(diffOut); } }, 'Discard edits')),
+      errors, diffOut),
+    h('div', { class: 'grid cols2' },
+      h('section', { class: 'panel' }, h('h2', {}, 'Log level (until the next restart)'),
+        h('datalist', { id: 'cfg-levels' }, ['error', 'warn', 'info', 'debug', 'trace'].map((v) => h('option', { value: v }))),
+        h('div', { class: 'actions' }, level, h('button', { type: 'button', id: 'cfg-set-level', onclick: setLevel }, 'Set'))),
+      h('section', { class: 'panel' }, h('h2', {}, 'Services'),
+        h('p', {}, 'Restart every service of the appliance with the configuration file (refused while an update or an applied configuration is pending).'),
+        h('div', { class: 'actions' }, h('button', { type: 'button', id: 'cfg-restart', class: 'danger', onclick: restart }, 'Restart services')))),
+    jobs);
+  renderGutter();
+  refresh();
+  S.timers.push(setInterval(refresh, 1000));
+  return {};
+}
+function fmtClock(s) { s = Math.max(0, Math.round(s || 0)); return Math.floor(s / 60) + ':' + pad2(s % 60); }
+
+const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, registry: viewRegistry, update: viewUpdate, config: viewConfig, activity: viewActivity, logs: viewLogs };
 
 async function start() {
   layout();
