@@ -233,6 +233,16 @@ pub struct ReaderState {
     pub alarms_active: u64,
 }
 
+/// Counters of remote configuration applies (`config.set`, the page's Apply) in this run of the
+/// core (an apply restarts the core: how applies ended is kept in `config.get`'s `last`).
+#[derive(Debug, Default)]
+pub struct ConfigCounters {
+    /// Refused: invalid, cannot start, unchanged, busy or another apply pending.
+    pub refused_total: AtomicU64,
+    /// Of those, refused for validation errors.
+    pub invalid_total: AtomicU64,
+}
+
 /// Counters of the web page's server: requests and every kind of refusal.
 #[derive(Debug, Default)]
 pub struct WebCounters {
@@ -286,6 +296,7 @@ pub struct Metrics {
     pub limits: crate::limits::LimitCounters,
     pub fusion: FusionCounters,
     pub web: WebCounters,
+    pub config: ConfigCounters,
 }
 
 impl Metrics {
@@ -346,6 +357,10 @@ impl Metrics {
             "limits": self.limits.snapshot(),
             "fusion": self.fusion.snapshot(),
             "web": self.web.snapshot(),
+            "config": {
+                "refused_total": self.config.refused_total.load(Relaxed),
+                "invalid_total": self.config.invalid_total.load(Relaxed),
+            },
             "system": system,
         })
     }

@@ -191,6 +191,13 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
         refused["error"].as_str().unwrap().contains("waiting for confirmation"),
         "{refused}"
     );
+    // And so is a restart.
+    let refused = command(&cloud, json!({"action": "restart"}), "restart-busy").await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("request `set1`"),
+        "{refused}"
+    );
     let confirmed = command(&cloud, json!({"action": "config.confirm"}), "confirm1").await;
     assert_eq!(confirmed["ok"], true, "{confirmed}");
     tokio::time::sleep(CONFIRM_WITHIN + Duration::from_secs(1)).await;
@@ -254,6 +261,16 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
         );
         assert_eq!(read(&path), before, "{id}");
     }
+    // Counted (in this run of the core, which started with the revert): three refusals, all invalid.
+    cloud
+        .wait_for("the refusals in the metrics", Duration::from_secs(10), |m| {
+            m.iter().any(|m| {
+                m.topic == "edge/cab-1/metrics"
+                    && m.payload["config"]["invalid_total"] == 3
+                    && m.payload["config"]["refused_total"] == 3
+            })
+        })
+        .await;
     let r = command(
         &cloud,
         json!({"action": "config.set", "yaml": invalid[1].1}),
@@ -301,6 +318,7 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
         "set1",
         "get2",
         "set-busy",
+        "restart-busy",
         "confirm1",
         "get3",
         "confirm-none",

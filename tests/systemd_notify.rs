@@ -1,7 +1,7 @@
 //! systemd's notify protocol against the real binary: the test owns the `NOTIFY_SOCKET` datagram
 //! socket and sets `WATCHDOG_USEC` (1 s) and `WATCHDOG_PID` as systemd does. The binary sends
 //! `READY=1`, then `WATCHDOG=1` at half the period while its store commits. Another process
-//! (python3's sqlite3) holding `BEGIN EXCLUSIVE` on the database wedges the store writer from
+//! (the `sqlite3` shell) holding `BEGIN EXCLUSIVE` on the database wedges the store writer from
 //! outside: the pings stop (systemd would restart the unit); once the lock is released they
 //! resume. `STOPPING=1` on SIGTERM.
 
@@ -79,24 +79,23 @@ impl Drop for Edge {
     }
 }
 
-/// A process holding SQLite's write lock on `db` until dropped.
+/// A process holding SQLite's write lock on `db` until released: the `sqlite3` shell
+/// (`scripts/test` installs it), reading its commands from a pipe the test keeps open.
 struct Locker(Child);
 
 impl Locker {
     fn hold(db: &std::path::Path) -> Locker {
-        let script = "import sqlite3, sys\n\
-                      c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
-                      c.execute('BEGIN EXCLUSIVE')\n\
-                      print('locked', flush=True)\n\
-                      sys.stdin.read()\n\
-                      c.execute('ROLLBACK')\n";
-        let mut child = Command::new("python3")
-            .args(["-c", script])
+        let mut child = Command::new("sqlite3")
             .arg(db)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 (with its sqlite3 module) runs");
+            .expect("the sqlite3 shell runs (scripts/test installs it)");
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b".timeout 30000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+            .unwrap();
+        stdin.flush().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -105,10 +104,10 @@ impl Locker {
         Locker(child)
     }
 
-    /// Releases the lock (end of stdin) and waits for the holder to exit.
+    /// Ends the transaction, closes the shell's input and waits for it to exit.
     fn release(mut self) {
         if let Some(mut stdin) = self.0.stdin.take() {
-            let _ = stdin.flush();
+            stdin.write_all(b"ROLLBACK;\n").unwrap();
         }
         let status = self.0.wait().unwrap();
         assert!(status.success(), "the lock holder failed");

@@ -1180,6 +1180,8 @@ async fn the_configuration_routes_read_validate_diff_apply_and_confirm_through_t
         refused["error"].as_str().unwrap().contains(&format!("request `{rid}`")),
         "{refused}"
     );
+    let job = page_command(&admin, "/api/restart", json!({})).await;
+    assert_eq!(job["ok"], false, "a restart waits for the pending apply: {job}");
     // The session survived the in-process restart; the page shows the countdown and confirms.
     let got = admin.get("/api/config").await.json();
     assert_eq!(got["pending"]["request_id"], rid.as_str(), "{got}");

@@ -417,7 +417,7 @@ impl Config {
     }
 
     /// How long a remotely applied configuration waits for its confirmation (`web.confirm_within`,
-    /// [2m] also without a `web:` section: `config.set` applies with auto-revert too).
+    /// \[2m\] also without a `web:` section: `config.set` applies with auto-revert too).
     pub fn confirm_within(&self) -> Duration {
         self.web
             .as_ref()

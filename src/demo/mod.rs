@@ -129,7 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config_text.push_str(&demo_readers.yaml);
     let config_path = dir.join("roadedge.yaml");
     std::fs::write(&config_path, &config_text)?;
-    let config = Config::parse(&config_text, FileCheck::Check).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Config::parse(&config_text, FileCheck::Check).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let tls_options = format!(
         "-h localhost -p {port} --cafile {} --cert {} --key {}",
@@ -186,19 +186,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::sim::jt808::run(options, stats, shutdown.clone()));
     }
     banner.push("  stop            : Ctrl-C".into());
-    let cloud_watch = (tls, received.clone(), shutdown.clone());
-    app::run_with(config, RunOptions::default(), shutdown, move |a| {
-        // Printed once everything is up, so each line works the moment it is read.
-        let web = a.web.map(|w| w.to_string()).unwrap_or_default();
-        banner.insert(
-            1,
-            format!("  web page        : http://{web}/  (user admin, password {password})"),
-        );
-        for line in &banner {
-            out.line(line);
+    let mut first_start = Some((banner, out, (tls, received.clone(), shutdown.clone())));
+    // From the file, like `roadedge run`: the page's Configuration and `config.set` can change it
+    // (the core restarts in process; `started` runs at every start).
+    app::run_from_file(&config_path, RunOptions::default(), shutdown, move |a| {
+        if let Some((mut banner, out, cloud_watch)) = first_start.take() {
+            // Printed once everything is up, so each line works the moment it is read.
+            let web = a.web.map(|w| w.to_string()).unwrap_or_default();
+            banner.insert(
+                1,
+                format!("  web page        : http://{web}/  (user admin, password {password})"),
+            );
+            for line in &banner {
+                out.line(line);
+            }
+            let (tls, received, stop) = cloud_watch;
+            tokio::spawn(watch_cloud(port, tls, received, out, stop));
         }
-        let (tls, received, stop) = cloud_watch;
-        tokio::spawn(watch_cloud(port, tls, received, out, stop));
         if let Some(service) = &a.readers {
             demo_readers.apply_rules(service.clone());
         }

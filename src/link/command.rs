@@ -8,7 +8,7 @@ use serde_json::Value;
 /// A command handed to a device gateway.
 #[derive(Debug, Clone)]
 pub struct DeviceCommand {
-    /// The command's row id; pass it back to [`CommandPlane::complete`] or [`CommandPlane::release`].
+    /// The command's row id; pass it back to the command plane (`CommandPlane::complete` or `CommandPlane::release`).
     pub id: i64,
     pub request_id: String,
     pub device: String,

@@ -444,6 +444,10 @@ fn sync_dir(path: &Path) {
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    // A configuration that is a symlink (e.g. into a data partition) stays one: its target is
+    // replaced.
+    let resolved = std::fs::canonicalize(path).ok();
+    let path = resolved.as_deref().unwrap_or(path);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = path.with_file_name(name);
@@ -1011,7 +1015,16 @@ pub fn register_actions(service: Arc<ConfigService>, plane: &CommandPlane) {
             }
             match s.apply(&yaml, &request_id).await {
                 Ok(answer) => finish_then_restart(&s, &request_id, Outcome::Answer(answer)).await,
-                Err(e) => rejected(e),
+                Err(e) => {
+                    s.wiring(|w| {
+                        w.metrics.config.refused_total.fetch_add(1, Ordering::Relaxed);
+                        if matches!(e, ApplyError::Invalid(_)) {
+                            w.metrics.config.invalid_total.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    tracing::warn!(request_id, "config apply refused: {e}");
+                    rejected(e)
+                }
             }
         }
     });
@@ -1271,6 +1284,22 @@ schedule:
             .unwrap()
             .reason
             .contains("could not start: bind failed"));
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_content_keeps_the_mode_and_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.yaml");
+        std::fs::write(&target, "old").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.path().join("roadedge.yaml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(!dir.path().join("real.yaml.tmp").exists());
     }
 
     #[test]

@@ -393,6 +393,68 @@ pub fn register_actions(service: Arc<Provisioning>, actions: &EdgeActions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::StoreOptions;
+
+    fn terminal(phone: &str) -> TerminalInput {
+        TerminalInput {
+            phone: phone.into(),
+            plate: None,
+            plate_color: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_all_or_nothing_bounded_by_the_table_and_deprovision_closes_the_live_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(
+            StoreOptions {
+                path: dir.path().join("edge.db"),
+                max_bytes: 1 << 24,
+                edge_id: "cab".into(),
+            },
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let live = Arc::new(Registry::default());
+        let service = Provisioning::new(store.clone(), Jt808Auth::Registry, 2, live.clone());
+        let Err(ProvisionError::Invalid(errors)) = service
+            .provision(vec![terminal("13800000001"), terminal("013800000001"), terminal("x")])
+            .await
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].error.contains("twice"), "{errors:?}");
+        assert_eq!(service.list(None).await.unwrap().total, 0, "nothing was written");
+        let report = service
+            .provision(vec![terminal("13800000001"), terminal("13800000002")])
+            .await
+            .unwrap();
+        assert_eq!(report.added, ["013800000001", "013800000002"]);
+        let full = service.provision(vec![terminal("13800000003")]).await;
+        assert!(matches!(full, Err(ProvisionError::TableFull(2))), "{full:?}");
+        // Updating a known phone needs no new row.
+        let again = service.provision(vec![terminal("13800000002")]).await.unwrap();
+        assert_eq!(again.updated, ["013800000002"]);
+
+        let claim = live.claim("013800000001", live.connection_id());
+        assert_eq!(service.list(None).await.unwrap().online, ["013800000001"]);
+        let report = service
+            .deprovision(vec!["13800000001".into(), "13800000009".into()])
+            .await
+            .unwrap();
+        assert_eq!(report.removed, ["013800000001"]);
+        assert_eq!(report.not_found, ["013800000009"]);
+        assert_eq!(report.disconnected, ["013800000001"]);
+        assert!(claim.replaced.is_cancelled(), "the live session was not told to close");
+        assert!(!live.is_online("013800000001"));
+        assert!(matches!(
+            service.deprovision(vec!["1-2".into()]).await,
+            Err(ProvisionError::Invalid(_))
+        ));
+        store.close().await;
+    }
 
     #[test]
     fn phones_are_bcd_digits_padded_to_the_header_width() {

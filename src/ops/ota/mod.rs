@@ -1398,6 +1398,30 @@ mod tests {
         }
     }
 
+    /// A configuration apply or a restart asks this before it goes on: busy while an update's
+    /// journal is open (installing, confirming, rolling back), idle once it is decided.
+    #[test]
+    fn an_open_journal_makes_the_service_busy_for_other_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings_in(dir.path());
+        let service = OtaService::new(Some(s.clone()));
+        assert_eq!(service.busy_reason(), None);
+        for state in ["installing", "confirming", "rolling_back"] {
+            service
+                .write_journal(&journal(state, "0.1.0", "99.0.0", 0, None))
+                .unwrap();
+            let why = service.busy_reason().expect(state);
+            assert!(why.contains("99.0.0") && why.contains(state), "{why}");
+        }
+        for state in ["confirmed", "rolled_back", "failed"] {
+            service
+                .write_journal(&journal(state, "0.1.0", "99.0.0", 0, None))
+                .unwrap();
+            assert_eq!(service.busy_reason(), None, "{state}");
+        }
+        assert_eq!(OtaService::new(None).busy_reason(), None);
+    }
+
     /// The previous version started with the journal still open: the swap never completed (it
     /// reports the interruption) or the rollback did (it reports the rollback).
     #[test]
