@@ -242,6 +242,16 @@ pub async fn run_with(
     ota.attach(plane.clone(), alarms.clone(), metrics.clone());
     let config_service = crate::ops::config_apply::ConfigService::new(&config, options.config_path.clone());
     config_service.attach(plane.clone(), metrics.clone(), ota.clone());
+    // Weak: the configuration service holds the OTA service already.
+    let pending_apply = Arc::downgrade(&config_service);
+    ota.refuse_while(move || {
+        pending_apply.upgrade()?.pending().map(|p| {
+            format!(
+                "a configuration apply (request `{}`) is waiting for confirmation",
+                p.request_id
+            )
+        })
+    });
     match plane.requeue_in_flight().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(n, "commands delivered before the restart are queued again"),

@@ -5,7 +5,7 @@
 //! terminal, add a vehicle to the identity
 //! registry, read the live log, upload a signed update and see its progress and the result, log
 //! out; and on the Configuration page: an error marked at its line, fixed, applied, confirmed
-//! within the countdown, and an unconfirmed change reverted by itself.
+//! within the countdown, and a change that loses the uplink reverted by itself.
 //! A screenshot of every page is saved to `target/screenshots/` (not committed) at 1366x768.
 
 mod common;
@@ -494,7 +494,8 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
 }
 
 #[tokio::test]
-async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_sees_an_unconfirmed_change_revert() {
+async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_sees_a_change_that_loses_the_uplink_revert_by_itself(
+) {
     roadedge::ops::logging::init("info,rumqttc=warn");
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
@@ -609,10 +610,11 @@ async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_s
     )
     .await;
 
-    // A change nobody confirms: the countdown runs out and the page shows the revert.
-    c.execute(&edit("metrics_interval: 2s", "metrics_interval: 3s"), vec![])
-        .await
-        .unwrap();
+    // A change that loses the uplink (the broker's address mistyped): the uplink does not come
+    // back, nobody can confirm it from the cloud, and the page shows it revert by itself.
+    let good_url = broker.url();
+    let dead_url = format!("mqtts://127.0.0.1:{}", common::free_port());
+    c.execute(&edit(&good_url, &dead_url), vec![]).await.unwrap();
     click(&c, "#cfg-apply").await;
     click(&c, "dialog button.danger").await;
     until(
@@ -636,7 +638,7 @@ async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_s
     until(
         &c,
         "the restored file in the editor",
-        "const t = document.querySelector('#cfg-text'); return t.value.includes('metrics_interval: 2s')",
+        &format!("const t = document.querySelector('#cfg-text'); return t.value.includes('{good_url}')"),
     )
     .await;
     let notice = c
@@ -647,7 +649,7 @@ async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_s
         .await
         .unwrap();
     assert!(
-        notice.contains("reverted") && notice.contains("Nobody confirmed"),
+        notice.contains("reverted") && notice.contains("uplink did not come back"),
         "{notice}"
     );
     until(
@@ -657,9 +659,7 @@ async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_s
     )
     .await;
     screenshot(&c, "15-configuration-reverted").await;
-    assert!(std::fs::read_to_string(&config)
-        .unwrap()
-        .contains("metrics_interval: 2s"));
+    assert!(std::fs::read_to_string(&config).unwrap().contains(&good_url));
 
     c.close().await.unwrap();
     shutdown.cancel();

@@ -252,7 +252,12 @@ pub struct OtaService {
     wiring: Mutex<Option<Wiring>>,
     /// Answers `ota.install` with busy while the process stops for a restart.
     stopping: std::sync::atomic::AtomicBool,
+    /// Another change that must end first (a configuration apply waiting for confirmation).
+    refusal: Mutex<Option<Refusal>>,
 }
+
+/// Says why an install must wait, or `None`.
+type Refusal = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what}: {e}")
@@ -280,7 +285,16 @@ impl OtaService {
             restart_kind: Mutex::new("new"),
             wiring: Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            refusal: Mutex::new(None),
         })
+    }
+
+    /// Installs are refused while `why` says so (e.g. a configuration apply waiting for its
+    /// confirmation: an update's restart in the middle of it would mix two trials).
+    pub fn refuse_while(&self, why: impl Fn() -> Option<String> + Send + Sync + 'static) {
+        if let Ok(mut r) = self.refusal.lock() {
+            *r = Some(Box::new(why));
+        }
     }
 
     /// Cancelled when the process must stop to be restarted (see [`RestartRequired`]).
@@ -726,6 +740,10 @@ impl OtaService {
             return Outcome::Rejected(
                 "busy: the appliance is restarting into another version; try again after it".into(),
             );
+        }
+        let refused = self.refusal.lock().ok().and_then(|r| r.as_ref().and_then(|why| why()));
+        if let Some(why) = refused {
+            return Outcome::Rejected(format!("busy: {why}; try again when it has ended"));
         }
         let Ok(_guard) = self.busy.try_lock() else {
             let p = self.progress.lock().map(|p| p.clone()).unwrap_or_default();
@@ -1396,6 +1414,31 @@ mod tests {
                 assert_eq!((j.state.as_str(), j.boots), ("confirming", 2));
             }
         }
+    }
+
+    /// While another change says so (a pending configuration apply), an install is refused before
+    /// anything is read or written.
+    #[test]
+    fn an_install_is_refused_while_another_change_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings_in(dir.path());
+        let service = OtaService::new(Some(s));
+        service.refuse_while(|| Some("a configuration apply (request `c1`) is waiting for confirmation".into()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(service.install(InstallRequest {
+            request_id: "u1".into(),
+            source: Source::Path(dir.path().join("missing.bin")),
+            sha256: None,
+            signature: None,
+        }));
+        let Outcome::Rejected(why) = outcome else {
+            panic!("not refused: {outcome:?}")
+        };
+        assert!(why.starts_with("busy: a configuration apply (request `c1`)"), "{why}");
+        assert!(service.journal().is_none(), "nothing written");
     }
 
     /// A configuration apply or a restart asks this before it goes on: busy while an update's

@@ -89,6 +89,9 @@ function errorBox(e) {
 function toast(kind, text, hint) {
   let box = $('.toasts');
   if (!box) { box = h('div', { class: 'toasts' }); document.body.append(box); }
+  // A success supersedes the errors before it: a stale "fix the marked lines" beside "Applied"
+  // would tell the technician two things at once.
+  if (kind === 'ok') box.querySelectorAll('.notice.bad').forEach((old) => old.remove());
   const n = h('div', { class: 'notice ' + kind, role: kind === 'bad' ? 'alert' : 'status' }, text, hint ? h('span', { class: 'hint' }, hint) : null);
   box.append(n);
   setTimeout(() => n.remove(), kind === 'bad' ? 9000 : 4000);
