@@ -117,7 +117,7 @@ fn every_line_the_demo_prints_works_when_tried_as_printed() {
         let deadline = Instant::now() + LIMIT;
         loop {
             let status = c.get("/api/status").await.json();
-            if status["uplink"]["connected"] == true && status["readers"].as_array().is_some_and(|r| r.len() == 3) {
+            if status["uplink"]["connected"] == true && status["readers"].as_array().is_some_and(|r| r.len() == 4) {
                 break;
             }
             assert!(Instant::now() < deadline, "the demo's appliance came up: {status}");
@@ -193,6 +193,26 @@ fn every_line_the_demo_prints_works_when_tried_as_printed() {
     while !lines.iter().any(|l| l.starts_with("cloud:") && l.contains("gbt37987")) {
         let left = deadline.saturating_duration_since(Instant::now());
         lines.push(rx.recv_timeout(left).expect("a cloud line").trim_end().to_string());
+    }
+
+    // The scripted traffic: passages of tagged vehicles with their telemetry, and both frauds.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let fused = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.starts_with("passage ") && l.contains("anomalies []") && l.contains(" m away"))
+            && lines.iter().any(|l| l.starts_with("ALARM missing_tag raised"))
+            && lines.iter().any(|l| l.starts_with("ALARM cloned_tag raised"))
+            && lines
+                .iter()
+                .any(|l| l.starts_with("passage ") && l.contains("match telemetry_only") && l.contains("missing_tag"))
+    };
+    while !fused(&lines) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l.trim_end().to_string()),
+            Err(_) => panic!("the demo printed no passages and fusion alarms: {lines:#?}"),
+        }
     }
 
     // Closing stdout, as `| head` does, ends the demo cleanly.

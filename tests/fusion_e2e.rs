@@ -154,6 +154,7 @@ async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives
     let targets = Targets {
         jt808: Some(format!("127.0.0.1:{jt808_port}")),
         gbt32960: Some(format!("127.0.0.1:{gbt32960_port}").parse().unwrap()),
+        gbt32960_tls: None,
         reader: SimMode::Listen(format!("127.0.0.1:{reader_port}").parse().unwrap()),
         reader_sn: *b"GANTRY01",
         dialect: Dialect::Gbt37987_2019,

@@ -44,6 +44,15 @@ struct World {
 
 impl World {
     async fn start(tls: bool) -> World {
+        World::start_with(tls, false).await
+    }
+
+    /// With `fusion:` (and the site it needs): window 1 s, merge window 500 ms.
+    async fn start_fusion() -> World {
+        World::start_with(false, true).await
+    }
+
+    async fn start_with(tls: bool, fusion: bool) -> World {
         roadedge::ops::logging::init("info,rumqttc=warn");
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
@@ -80,6 +89,13 @@ impl World {
         let config = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
         let mut text = std::fs::read_to_string(&config).unwrap();
         text.push_str(&extra);
+        if fusion {
+            text = text.replace(
+                "edge: {id: cab-1}",
+                "edge: {id: cab-1, site: {name: web site, latitude: 31.2304, longitude: 121.4737}}",
+            );
+            text.push_str("fusion: {window: 1s, merge_window: 500ms}\n");
+        }
         // Updates: signed by OTA_KEY, at most 1 MiB (so an oversized upload is cheap).
         let ota_pub = dir.path().join("ota.pub");
         std::fs::write(
@@ -1214,5 +1230,87 @@ async fn the_configuration_routes_read_validate_diff_apply_and_confirm_through_t
     assert_eq!(job["ok"], true, "{job}");
     w.wait_starts(4).await;
     assert_eq!(admin.get("/api/config").await.status, 200, "still logged in");
+    w.stop().await;
+}
+
+/// A tag report as the reader gateway commits it (`gbt37987/{reader}/up/report`).
+fn tag_report(reader: &str, tid: &str, plate_chars: &str) -> roadedge::store::Record {
+    let body = json!({"msg": "TagSelectAccessReport", "code": 500, "device_sn": "5745425445535431", "seq": 1, "body": {"tags": [
+        {"tid": tid, "antenna": 1, "rssi": -40, "first_seen": roadedge::time::now_rfc3339(), "seen_count": 1,
+         "tag_data": {"raw": {"FPDH": "0100", "HPHMXH": plate_chars, "HPZL": "02"}}}
+    ]}});
+    roadedge::store::Record::new(
+        format!("gbt37987/{reader}"),
+        format!("gbt37987/{reader}/up/report"),
+        roadedge::store::RecordClass::Telemetry,
+        &body,
+    )
+}
+
+#[tokio::test]
+async fn passages_are_listed_and_filtered_by_the_page_and_by_mqtt_from_the_same_fusion_service() {
+    let w = World::start_fusion().await;
+    let admin = w.admin().await;
+    // Two committed tag reports (京A12345, and a tag whose plate characters are out of range).
+    w.app
+        .store
+        .append(tag_report("gate", "e2805a0000000001", "001b1c1d1e1f"))
+        .await
+        .unwrap();
+    w.app
+        .store
+        .append(tag_report("gate", "e2805a0000000002", "ff"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let page = loop {
+        let page = admin.get("/api/passages?query=e2805a").await;
+        assert_eq!(page.status, 200, "{:?}", page.json());
+        let page = page.json();
+        if page["total"] == 2 {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no passages: {page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let passages = page["passages"].as_array().unwrap();
+    // Newest first; the unreadable plate is counted and the passage kept without it.
+    assert_eq!(passages[0]["tag"]["tid"], "e2805a0000000002", "{page}");
+    assert!(passages[0]["tag"].get("plate").is_none(), "{page}");
+    assert_eq!(passages[1]["tag"]["plate"], "京AA12345", "{page}");
+    assert_eq!(passages[1]["match"], "none");
+    assert_eq!(passages[1]["reader"]["id"], "gate");
+    assert!(page["metrics"]["tag_plate_invalid_total"].as_u64() >= Some(1), "{page}");
+    assert!(page["metrics"]["passages_total"]["none"].as_u64() >= Some(2), "{page}");
+    // Filters: by plate text, by match kind, by anomaly; bad ones are refused with a hint.
+    let by_plate = admin.get("/api/passages?query=AA12345").await.json();
+    assert_eq!(by_plate["total"], 1, "{by_plate}");
+    let telemetry_only = admin.get("/api/passages?match=telemetry_only").await.json();
+    assert_eq!(telemetry_only["total"], 0, "{telemetry_only}");
+    let with_anomaly = admin.get("/api/passages?anomaly=any&query=e2805a").await.json();
+    assert_eq!(with_anomaly["total"], 0, "{with_anomaly}");
+    let limited = admin.get("/api/passages?query=e2805a&limit=1").await.json();
+    assert_eq!(
+        (limited["total"].clone(), limited["passages"].as_array().unwrap().len()),
+        (json!(2), 1)
+    );
+    assert_error_says_what_to_do(&admin.get("/api/passages?match=sideways").await, 400);
+    assert_error_says_what_to_do(&admin.get("/api/passages?anomaly=speeding").await, 400);
+    assert_error_says_what_to_do(&admin.get("/api/passages?limit=many").await, 400);
+    // The other door: `passages.list` on edge/{id}/cmd answers from the same service.
+    w.cloud
+        .publish(
+            "edge/cab-1/cmd",
+            json!({"request_id": "pl-1", "action": "passages.list", "query": "e2805a", "limit": 10}),
+        )
+        .await;
+    let result = w.result_on("edge/cab-1/cmd/result", "pl-1").await;
+    assert_eq!(result["ok"], true, "{result}");
+    let ids = |v: &Value| -> Vec<Value> { v.as_array().unwrap().iter().map(|p| p["passage_id"].clone()).collect() };
+    assert_eq!(ids(&result["answer"]["passages"]), ids(&page["passages"]), "{result}");
+    // The viewer may read passages too.
+    let mut viewer = w.client();
+    viewer.login(VIEWER.0, VIEWER.1).await;
+    assert_eq!(viewer.get("/api/passages").await.status, 200);
     w.stop().await;
 }

@@ -159,7 +159,11 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
         )
         .unwrap();
     }
-    let mut text = std::fs::read_to_string(&config).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap().replace(
+        "edge: {id: cab-1}",
+        "edge: {id: cab-1, site: {name: G15 K123+400, latitude: 31.2304, longitude: 121.4737}}",
+    );
+    text.push_str("fusion: {window: 1s, merge_window: 500ms}\n");
     text.push_str(&format!(
         "jt808: {{listen: '127.0.0.1:{jt808_port}'}}\nreaders:\n  keepalive_interval: 1s\n  devices:\n    - {{id: gantry-north, tcp: '{}'}}\n\
          web:\n  listen: 127.0.0.1:0\n  users: [{{name: admin, role: admin, password_hash: '{}'}}]\n\
@@ -390,6 +394,40 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
     )
     .await;
     screenshot(&c, "08-registry").await;
+
+    // Passages: a committed tag report of a registered plate becomes a passage; filter by it.
+    let report = serde_json::json!({"msg": "TagSelectAccessReport", "code": 500, "seq": 1, "body": {"tags": [
+        {"tid": "e2805b0000000001", "antenna": 2, "rssi": -38, "first_seen": roadedge::time::now_rfc3339(), "seen_count": 3,
+         "tag_data": {"raw": {"FPDH": "0100", "HPHMXH": "001b1c1d1e1f", "HPZL": "02"}}}]}});
+    app.store
+        .append(roadedge::store::Record::new(
+            "gbt37987/gantry-north",
+            "gbt37987/gantry-north/up/report",
+            roadedge::store::RecordClass::Telemetry,
+            &report,
+        ))
+        .await
+        .unwrap();
+    click(&c, "nav a[data-view=passages]").await;
+    until(
+        &c,
+        "the passage in the passages table",
+        "const t = document.querySelector('#passages'); return !!t && t.innerText.includes('e2805b0000000001')",
+    )
+    .await;
+    c.find(Locator::Css("#pass-search"))
+        .await
+        .unwrap()
+        .send_keys("e2805b")
+        .await
+        .unwrap();
+    until(
+        &c,
+        "only the matching passage",
+        "const t = document.querySelector('#passages'); return !!t && t.querySelectorAll('tbody tr').length === 1 && document.querySelector('#passage-counts') !== null",
+    )
+    .await;
+    screenshot(&c, "08b-passages").await;
 
     // Logs: recent lines, filtered, live.
     click(&c, "nav a[data-view=logs]").await;

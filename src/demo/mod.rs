@@ -110,6 +110,38 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("starting the simulated readers")?;
 
     let jt808_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    // Scripted traffic past the site (the same as `roadedge sim traffic`): a gantry reader the
+    // appliance dials, one tagged 808 and one tagged 32960 vehicle, one without a tag, one
+    // cloned tag.
+    let site = crate::fusion::geo::GeoPoint::new(31.2304, 121.4737);
+    let script = crate::sim::traffic::Script::new(
+        site,
+        1,
+        usize::from(gbt32960.is_some()),
+        Duration::from_secs(5),
+        25.0,
+        450.0,
+    );
+    let gantry = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let traffic = crate::sim::traffic::start(
+        script.clone(),
+        crate::sim::traffic::Targets {
+            jt808: Some(format!("127.0.0.1:{jt808_port}")),
+            gbt32960: gbt32960.as_ref().map(|g| g.addr),
+            gbt32960_tls: gbt32960.as_ref().map(|g| g.tls()),
+            reader: crate::sim::reader::SimMode::Listen(gantry),
+            reader_sn: *b"GANTRY01",
+            dialect: crate::protocol::gbt37987::Dialect::Gbt37987_2019,
+        },
+        sims_stop.clone(),
+    )
+    .await
+    .context("starting the scripted traffic")?;
+    let traffic = Arc::new(traffic);
+    {
+        let (t, stop) = (traffic.clone(), sims_stop.clone());
+        tokio::spawn(async move { t.run_reader(stop).await });
+    }
     let web = web_address(args.web)?;
     let password = demo_password();
     let password_hash = crate::web::auth::hash_password(&password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
@@ -127,6 +159,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         gbt32960 = gbt32960.as_ref().map(|g| g.config_section.as_str()).unwrap_or(""),
     );
     config_text.push_str(&demo_readers.yaml);
+    config_text.push_str(&format!(
+        "    - {{id: gantry, tcp: '{gantry}', position: {{lane: '1', direction: 90}}}}\nfusion: {{window: 10s, radius_m: 300}}\n"
+    ));
     let config_path = dir.join("roadedge.yaml");
     std::fs::write(&config_path, &config_text)?;
     Config::parse(&config_text, FileCheck::Check).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -185,6 +220,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let stats = Arc::new(crate::sim::jt808::SimStats::default());
         tokio::spawn(crate::sim::jt808::run(options, stats, shutdown.clone()));
     }
+    banner.push(format!(
+        "  fusion          : scripted traffic past the site every {:.0}s (gantry reader; 808 and 32960 vehicles; one without a tag, one cloned tag); passages on edge/demo-cabinet/passage",
+        script.cycle.as_secs_f64()
+    ));
     banner.push("  stop            : Ctrl-C".into());
     let mut first_start = Some((banner, out, (tls, received.clone(), shutdown.clone())));
     // From the file, like `roadedge run`: the page's Configuration and `config.set` can change it
@@ -205,7 +244,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         if let Some(service) = &a.readers {
             demo_readers.apply_rules(service.clone());
+            let service = service.clone();
+            let rule =
+                crate::reader::rules::default_select_spec(1, crate::reader::rules::SpecState::Active, 1, &[1, 2]);
+            tokio::spawn(async move {
+                let command = serde_json::json!({"action": "set_rules", "select_specs": [rule]});
+                if let Err(e) = service.execute("gantry", &command).await {
+                    tracing::warn!("demo gantry rules: {e}");
+                }
+            });
         }
+        // What the registry cannot learn by itself: the 32960 vehicles' plates and tags.
+        let registry = a.registry.clone();
+        let entries = script.registry();
+        tokio::spawn(async move {
+            if let Err(e) = registry.upsert(entries).await {
+                tracing::warn!("demo registry: {e}");
+            }
+        });
     })
     .await?;
     sims_stop.cancel();
@@ -259,6 +315,49 @@ impl Traffic {
     }
 }
 
+/// A line for a passage of the scripted traffic (the gantry's, and telemetry-only ones) or a
+/// fusion alarm; `None` for anything else (the other readers' tags make passages too).
+fn fusion_line(topic: &str, payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    if topic.ends_with("/passage") {
+        if v["reader"]["id"] != "gantry" && v["match"] != "telemetry_only" {
+            return None;
+        }
+        let telemetry = match v["telemetry"].as_object() {
+            Some(t) => format!(
+                "{} {:.0} m away, {} km/h",
+                text(&t["source"]),
+                t["distance_m"].as_f64().unwrap_or(0.0),
+                t["speed_kmh"].as_f64().map_or("-".into(), |s| format!("{s:.0}"))
+            ),
+            None => "no telemetry".into(),
+        };
+        return Some(format!(
+            "passage {}: match {}, plate {}, tag {}, {telemetry}, anomalies {}",
+            text(&v["passage_id"]),
+            text(&v["match"]),
+            text(&v["vehicle"]["plate"]),
+            text(&v["tag"]["tid"]),
+            v["anomalies"]
+        ));
+    }
+    if topic.ends_with("/alarm")
+        && matches!(
+            v["alarm"].as_str(),
+            Some("cloned_tag" | "missing_tag" | "plate_mismatch")
+        )
+    {
+        return Some(format!(
+            "ALARM {} {} ({})",
+            text(&v["alarm"]),
+            text(&v["state"]),
+            text(&v["detail"]["subject"])
+        ));
+    }
+    None
+}
+
 /// The "cloud": prints a line every few seconds with what arrived.
 async fn watch_cloud(
     port: u16,
@@ -290,6 +389,9 @@ async fn watch_cloud(
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     received.count(&p.topic);
+                    if let Some(line) = fusion_line(&p.topic, &p.payload) {
+                        out.line(&line);
+                    }
                     last_topic = p.topic;
                 }
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {

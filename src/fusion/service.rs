@@ -411,12 +411,12 @@ impl Core {
                 return;
             }
         };
+        m.inputs_bad_total.fetch_add(input.bad_tags, Relaxed);
+        m.tag_plate_invalid_total.fetch_add(input.bad_plates, Relaxed);
         if input.reads.is_empty() && input.points.is_empty() && input.facts.is_empty() {
             return;
         }
         m.inputs_total.fetch_add(1, Relaxed);
-        m.inputs_bad_total.fetch_add(input.bad_tags, Relaxed);
-        m.tag_plate_invalid_total.fetch_add(input.bad_plates, Relaxed);
         let now = now_ms();
         for fact in input.facts {
             self.fact(fact, now);

@@ -913,6 +913,11 @@ impl DemoVehicles {
         })
     }
 
+    /// The client TLS settings the demo's vehicles use (for the demo's scripted traffic).
+    pub fn tls(&self) -> ClientTls {
+        self.tls.clone()
+    }
+
     /// One line for the demo's banner.
     pub fn describe(&self) -> String {
         format!(

@@ -220,10 +220,12 @@ impl Script {
 }
 
 /// Where the traffic goes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Targets {
     pub jt808: Option<String>,
     pub gbt32960: Option<SocketAddr>,
+    /// TLS of the GB/T 32960 connections (when `gbt32960.tls` is configured).
+    pub gbt32960_tls: Option<crate::sim::gbt32960::ClientTls>,
     /// How the gantry reader reaches the edge.
     pub reader: SimMode,
     pub reader_sn: [u8; 8],
@@ -266,7 +268,8 @@ pub async fn start(script: Script, targets: Targets, shutdown: CancellationToken
             }
             Terminal::Gbt32960(_) => {
                 if let Some(addr) = targets.gbt32960 {
-                    tokio::spawn(drive_gbt32960(script, vehicle, addr, started, stats, stop));
+                    let tls = targets.gbt32960_tls.clone();
+                    tokio::spawn(drive_gbt32960(script, vehicle, addr, tls, started, stats, stop));
                 }
             }
         }
@@ -369,6 +372,7 @@ async fn drive_gbt32960(
     script: Arc<Script>,
     vehicle: Vehicle,
     addr: SocketAddr,
+    tls: Option<crate::sim::gbt32960::ClientTls>,
     started: Instant,
     stats: Arc<TrafficStats>,
     shutdown: CancellationToken,
@@ -380,7 +384,7 @@ async fn drive_gbt32960(
     let mut n = 0u64;
     while !shutdown.is_cancelled() {
         let session = async {
-            let mut t = crate::sim::gbt32960::Terminal::connect(addr, None, vin, Edition::V2016).await?;
+            let mut t = crate::sim::gbt32960::Terminal::connect(addr, tls.as_ref(), vin, Edition::V2016).await?;
             stats.connects.fetch_add(1, Relaxed);
             t.login().await?;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -523,6 +527,7 @@ pub async fn run_cli(args: TrafficArgs) -> anyhow::Result<()> {
     let targets = Targets {
         jt808: args.jt808,
         gbt32960: args.gbt32960,
+        gbt32960_tls: None,
         reader,
         reader_sn: sn,
         dialect,

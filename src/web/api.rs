@@ -431,6 +431,7 @@ async fn route(state: &Arc<State>, request: &Request, body: Body) -> warp::reply
         }
         (Method::GET, ["vehicles"]) => vehicles(state),
         (Method::GET, ["registry"]) => registry_list(state, request).await,
+        (Method::GET, ["passages"]) => passages_list(state, request),
         (Method::GET, ["registry", "export"]) => registry_export(state).await,
         (Method::POST, ["registry", "import"]) => registry_import(state, request, body).await,
         (Method::POST, ["vehicles", protocol, id, "command"]) => {
@@ -1306,6 +1307,47 @@ async fn registry_list(state: &State, request: &Request) -> warp::reply::Respons
             &format!("the registry could not be read: {e}"),
             "try again; if it persists, see the Logs page",
         ),
+    }
+}
+
+/// `GET /api/passages?query=..&anomaly=..&match=..&limit=..`: recent passages, newest first,
+/// from the fusion service's [`crate::fusion::FusionService::list`] (as `passages.list`), with the
+/// fusion counters.
+fn passages_list(state: &State, request: &Request) -> warp::reply::Response {
+    let Some(fusion) = &state.services.fusion else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "fusion is not configured",
+            "add a `fusion` section (and `edge.site`) to the configuration",
+        );
+    };
+    let text = |k: &str| request.query.get(k).filter(|v| !v.is_empty()).cloned();
+    let limit = match request.query.get("limit").filter(|l| !l.is_empty()) {
+        None => None,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("limit: `{l}` is not a number"),
+                    "give a row count, e.g. limit=100",
+                )
+            }
+        },
+    };
+    let query = crate::fusion::PassageQuery {
+        query: text("query"),
+        anomaly: text("anomaly"),
+        match_kind: text("match"),
+        limit,
+    };
+    match fusion.list(&query) {
+        Ok(page) => ok(json!({
+            "total": page.total,
+            "passages": page.passages,
+            "metrics": state.services.metrics.fusion.snapshot(),
+        })),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e, "fix the filter and try again"),
     }
 }
 

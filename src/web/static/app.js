@@ -196,6 +196,7 @@ const NAV = [
   { id: 'readers', label: 'Readers', icon: '\u25CE' },
   { id: 'vehicles', label: 'Vehicles', icon: '\u25B8' },
   { id: 'registry', label: 'Registry', icon: '\u2263' },
+  { id: 'passages', label: 'Passages', icon: '\u21C4' },
   { id: 'update', label: 'Update', icon: '\u21E7' },
   { id: 'config', label: 'Configuration', icon: '\u2699' },
   { id: 'activity', label: 'Activity', icon: '\u2630' },
@@ -797,6 +798,57 @@ function shortJson(v) {
   return h('details', {}, h('summary', {}, text.slice(0, 160) + '\u2026'), h('pre', {}, JSON.stringify(v, null, 2)));
 }
 
+// ---------- Passages (fusion: tag reads joined with vehicle telemetry; GET /api/passages) ----------
+const ANOMALY_LABELS = { cloned_tag: 'cloned tag', missing_tag: 'missing tag', plate_mismatch: 'plate mismatch' };
+
+function viewPassages(main) {
+  main.append(h('h1', {}, 'Passages'));
+  main.append(h('p', {}, 'Vehicles read at this site: each tag pass joined with the vehicle\u2019s own GB/T 32960 or JT/T 808 position, and vehicles whose telemetry crossed the site with no tag read. Anomalies are also raised as edge alarms.'));
+  const search = h('input', { id: 'pass-search', placeholder: 'plate, VIN, phone, TID or reader' });
+  const anomaly = h('select', { id: 'pass-anomaly' }, h('option', { value: '' }, 'all passages'), h('option', { value: 'any' }, 'with an anomaly'),
+    Object.entries(ANOMALY_LABELS).map(([k, v]) => h('option', { value: k }, v)));
+  const kind = h('select', { id: 'pass-match' }, h('option', { value: '' }, 'any match'), h('option', { value: 'tid' }, 'by TID'), h('option', { value: 'plate' }, 'by tag plate'),
+    h('option', { value: 'none' }, 'unknown tag'), h('option', { value: 'telemetry_only' }, 'telemetry only (no tag)'));
+  const counters = h('div', { class: 'grid cols2', style: 'margin-top:14px' }), table = h('div');
+  main.append(h('section', { class: 'panel' }, h('h2', {}, 'Recent passages', h('span', { class: 'right' }, 'live')), h('div', { class: 'filters' },
+    h('div', { style: 'flex:1' }, h('label', { for: 'pass-search' }, 'Search'), search),
+    h('div', {}, h('label', { for: 'pass-anomaly' }, 'Anomaly'), anomaly),
+    h('div', {}, h('label', { for: 'pass-match' }, 'Match'), kind)), table));
+  main.append(counters);
+  const cell = (v, cls) => h('td', cls ? { class: cls } : {}, v === undefined || v === null || v === '' ? '\u2013' : String(v));
+  const load = async () => {
+    try {
+      const q = 'query=' + encodeURIComponent(search.value.trim()) + '&anomaly=' + anomaly.value + '&match=' + kind.value + '&limit=200';
+      const { data } = await api('GET', '/api/passages?' + q);
+      const m = data.metrics || {}, p = m.passages_total || {}, a = m.anomalies_total || {};
+      clear(counters).append(
+        h('section', { class: 'panel' }, h('h2', {}, 'Passages since start'), h('table', { id: 'passage-counts' }, h('tbody', {},
+          [['by TID', p.tid], ['by tag plate', p.plate], ['unknown tag', p.none], ['telemetry only', p.telemetry_only]].map(([k, v]) => h('tr', {}, h('th', {}, k), cell(fmtNum(v || 0))))))),
+        h('section', { class: 'panel' }, h('h2', {}, 'Anomalies and state'), h('table', { id: 'anomaly-counts' }, h('tbody', {},
+          [['cloned tag', a.cloned_tag], ['missing tag', a.missing_tag], ['plate mismatch', a.plate_mismatch], ['registry entries', m.registry_entries],
+            ['vehicles in the telemetry index', m.telemetry_index_vehicles], ['passes open', m.open_passes]].map(([k, v]) => h('tr', {}, h('th', {}, k), cell(fmtNum(v || 0))))))));
+      clear(table).append(h('p', {}, fmtNum(data.total), data.total === 1 ? ' passage matches' : ' passages match', ' (the last ones since the appliance started).'));
+      if (!data.passages.length) { table.append(h('div', { class: 'empty' }, search.value || anomaly.value || kind.value ? 'Nothing matches the filter.' : 'No passage yet: vehicles appear here as they pass the gantry.')); return; }
+      table.append(h('table', { id: 'passages' }, h('thead', {}, h('tr', {}, ['Time', 'Plate', 'Match', 'Tag', 'Reader', 'Telemetry', 'Anomalies'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, data.passages.map((x) => {
+          const t = x.telemetry;
+          const tel = t ? t.source + ', ' + Math.round(t.distance_m) + ' m, ' + (t.time_gap_ms / 1000).toFixed(1) + ' s' + (t.speed_kmh !== undefined ? ', ' + Math.round(t.speed_kmh) + ' km/h' : '') : '';
+          const anomalies = (x.anomalies || []).length ? h('td', {}, x.anomalies.map((k) => badge(ANOMALY_LABELS[k] || k, 'bad'))) : h('td', {}, badge('none', 'ok'));
+          return h('tr', { 'data-passage': x.passage_id, class: (x.anomalies || []).length ? 'anomaly' : '' },
+            cell(fmtTime(x.time)), cell((x.vehicle && x.vehicle.plate) || (x.tag && x.tag.plate)), cell(x.match),
+            cell(x.tag && x.tag.tid, 'mono'), cell(x.reader && (x.reader.id + (x.reader.antenna !== undefined ? ' / ' + x.reader.antenna : ''))), cell(tel), anomalies);
+        }))));
+    } catch (e) { clear(table).append(errorBox(e)); }
+  };
+  let debounce;
+  search.addEventListener('input', () => { clearTimeout(debounce); debounce = setTimeout(load, 300); });
+  anomaly.addEventListener('change', load);
+  kind.addEventListener('change', load);
+  load();
+  S.timers.push(setInterval(load, 2000));
+  return {};
+}
+
 // ---------- Activity (actions started from this page) ----------
 function viewActivity(main) {
   main.append(h('h1', {}, 'Activity'));
@@ -1109,7 +1161,7 @@ function viewConfig(main) {
 }
 function fmtClock(s) { s = Math.max(0, Math.round(s || 0)); return Math.floor(s / 60) + ':' + pad2(s % 60); }
 
-const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, registry: viewRegistry, update: viewUpdate, config: viewConfig, activity: viewActivity, logs: viewLogs };
+const VIEWS = { dashboard: viewDashboard, readers: viewReaders, vehicles: viewVehicles, registry: viewRegistry, passages: viewPassages, update: viewUpdate, config: viewConfig, activity: viewActivity, logs: viewLogs };
 
 async function start() {
   layout();
