@@ -268,6 +268,11 @@ struct Online {
     claim: Claim,
 }
 
+enum EventKind {
+    Read,
+    Other,
+}
+
 enum Event {
     Shutdown,
     Replaced,
@@ -303,7 +308,12 @@ struct Connection<S> {
     closing: Option<String>,
     /// What the client certificate names.
     identity: PeerIdentity,
+    /// Refusals and bad frames logged so far on this connection.
+    bad_logged: u32,
 }
+
+/// Refusals and bad frames logged per connection before the rest are only counted.
+const BAD_LOGGED_PER_CONNECTION: u32 = 8;
 
 impl Gateway {
     async fn connection(self: Arc<Self>, accepted: Accepted, shutdown: CancellationToken) {
@@ -338,6 +348,7 @@ impl Gateway {
             clock,
             closing: None,
             identity: accepted.identity,
+            bad_logged: 0,
         };
         tracing::debug!(peer = %c.peer, "JT/T 808 connection accepted");
         while c.closing.is_none() {
@@ -354,6 +365,11 @@ impl Gateway {
                 command = next_command(&mut c.online), if take_command => Event::Command(command),
                 _ = tokio::time::sleep_until(deadline) => Event::Tick,
                 read = c.io.next(), if accepting => Event::Read(read),
+            };
+            let event_kind = if matches!(event, Event::Read(Ok(_))) {
+                EventKind::Read
+            } else {
+                EventKind::Other
             };
             let actions = match event {
                 Event::Shutdown => {
@@ -386,7 +402,14 @@ impl Gateway {
                     Vec::new()
                 }
             };
+            let frame_read = matches!(event_kind, EventKind::Read);
             self.perform(&mut c, actions).await;
+            // One frame per turn: a connection whose socket is full of frames (a flood) would
+            // otherwise run through its coop budget of I/O before yielding, and every other
+            // connection's acknowledgement would wait behind each flooding connection in turn.
+            if frame_read {
+                tokio::task::yield_now().await;
+            }
         }
         self.close(c).await;
     }
@@ -501,11 +524,27 @@ impl Gateway {
                 }
                 Action::Bad(why) => {
                     self.counters.frames_bad.fetch_add(1, Relaxed);
-                    tracing::warn!(peer = %c.peer, "JT/T 808: {why}");
+                    // The first few per connection are logged, the rest only counted: a flood of
+                    // refused packets (thousands of connections pushing unfinished transfers past
+                    // the global budget) must not turn into a flood of log lines, whose writing
+                    // would slow every other connection.
+                    c.bad_logged += 1;
+                    match c.bad_logged {
+                        n if n <= BAD_LOGGED_PER_CONNECTION => {
+                            tracing::warn!(peer = %c.peer, "JT/T 808: {why}")
+                        }
+                        n if n == BAD_LOGGED_PER_CONNECTION + 1 => tracing::warn!(
+                            peer = %c.peer,
+                            "JT/T 808: {why}; further refusals on this connection are counted (jt808.frames_bad), not logged"
+                        ),
+                        _ => tracing::debug!(peer = %c.peer, "JT/T 808: {why}"),
+                    }
                 }
                 Action::Close(why) => {
                     c.closing.get_or_insert(why);
                 }
+                // Only this connection waits; the replies before it are already sent.
+                Action::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             }
         }
     }

@@ -146,6 +146,8 @@ pub enum Action {
     LimitHit(Limit),
     /// Close the connection once the actions before this one are done.
     Close(String),
+    /// Read nothing more from this connection for this many ms (after the actions before it).
+    Pause(u64),
 }
 
 /// The global bounds a session draws on.
@@ -191,6 +193,13 @@ struct Inflight {
 /// starting a new transfer (which would publish the message twice).
 const RECENT_PACKETS: usize = 64;
 
+/// Subpackets refused in a row (budget or per-transfer limits) before the connection is slowed
+/// down: a terminal that goes on sending what it was told is refused only costs the appliance
+/// work that every other connection waits behind. Each further refusal pauses its reads for
+/// [`REFUSED_PAUSE_MS`]; it is still served, only slowly, until a subpacket is accepted again.
+pub const MAX_REFUSED_SUBPACKETS: u32 = 32;
+pub const REFUSED_PAUSE_MS: u64 = 100;
+
 /// One terminal connection.
 pub struct Session {
     settings: Arc<Settings>,
@@ -208,6 +217,8 @@ pub struct Session {
     queue: VecDeque<DeviceCommand>,
     last_frame_ms: u64,
     bad_frames: u32,
+    /// Subpackets refused in a row.
+    refused_subpackets: u32,
     auth_failures: u32,
     registrations: u32,
 }
@@ -231,6 +242,7 @@ impl Session {
             queue: VecDeque::new(),
             last_frame_ms: now.mono_ms,
             bad_frames: 0,
+            refused_subpackets: 0,
             auth_failures: 0,
             registrations: 0,
         }
@@ -594,7 +606,7 @@ impl Session {
         let len = if completes { 0 } else { packet.body.len() as u64 };
         if !self.settings.reassembly_budget.try_take(len) {
             let reply = self.general(&header, general_result::FAILED);
-            return vec![
+            let mut actions = vec![
                 Action::LimitHit(Limit::Reassembly),
                 Action::Bad(format!(
                     "subpackage 0x{:04X} from {} refused: all connections hold {} bytes of unfinished transfers",
@@ -604,6 +616,8 @@ impl Session {
                 )),
                 Action::Send(reply),
             ];
+            actions.extend(self.subpacket_refused());
+            return actions;
         }
         let held_before = self.reassembler.held_bytes() as u64;
         let pushed = self.reassembler.push(&packet, now.mono_ms);
@@ -616,6 +630,7 @@ impl Session {
         }
         match pushed {
             Ok(PushOutcome::Complete(done)) => {
+                self.refused_subpackets = 0;
                 for (index, serial) in (1..=done.total).zip(done.serials.iter()) {
                     if self.recent.len() == RECENT_PACKETS {
                         self.recent.pop_front();
@@ -636,16 +651,26 @@ impl Session {
                 }
             }
             Ok(PushOutcome::Pending { .. }) | Ok(PushOutcome::Duplicate) => {
+                self.refused_subpackets = 0;
                 vec![Action::Send(self.general(&header, general_result::OK))]
             }
             Err(e) => {
                 let reply = self.general(&header, general_result::FAILED);
-                vec![
+                let mut actions = vec![
                     Action::Bad(format!("subpackage 0x{:04X} from {}: {e}", header.msg_id, header.phone)),
                     Action::Send(reply),
-                ]
+                ];
+                actions.extend(self.subpacket_refused());
+                actions
             }
         }
+    }
+
+    /// Counts a refused subpacket; past [`MAX_REFUSED_SUBPACKETS`] in a row the connection's
+    /// reads pause.
+    fn subpacket_refused(&mut self) -> Option<Action> {
+        self.refused_subpackets = self.refused_subpackets.saturating_add(1);
+        (self.refused_subpackets > MAX_REFUSED_SUBPACKETS).then_some(Action::Pause(REFUSED_PAUSE_MS))
     }
 
     /// A commit of `message` whose 0x8001 (answering `reply_to`) waits for it.
@@ -1624,6 +1649,37 @@ mod tests {
         }
         assert!(refused >= 190, "{refused}");
         assert!(s.reassembly_bytes() <= Settings::default().reassembly.max_total_bytes);
+    }
+
+    #[test]
+    fn a_terminal_that_goes_on_sending_refused_subpackets_is_slowed_down_until_one_is_accepted() {
+        // Room for one big packet and one small one.
+        let budget = Arc::new(ByteBudget::new(1300));
+        let mut s = online_with(Arc::new(Settings {
+            reassembly_budget: budget,
+            ..Settings::default()
+        }));
+        let packets = subpackets(0x0900, &[0x55; 1000 * 40], &(0..40).collect::<Vec<u16>>());
+        let paused = |a: &[Action]| a.iter().any(|a| matches!(a, Action::Pause(REFUSED_PAUSE_MS)));
+        let mut first_pause = None;
+        let mut packets = packets.into_iter().enumerate();
+        for (i, p) in packets.by_ref().take(38) {
+            let actions = s.handle_frame(p, at(i as u64));
+            assert!(!closes(&actions));
+            if paused(&actions) && first_pause.is_none() {
+                first_pause = Some(i);
+            }
+        }
+        // Packet 0 fits the budget; MAX_REFUSED_SUBPACKETS refusals are free, the next pauses.
+        assert_eq!(first_pause, Some(MAX_REFUSED_SUBPACKETS as usize + 1));
+        // An accepted subpacket (of another, small transfer) ends the slow-down.
+        let small = subpackets(0x0900, &[0x66; 600], &[900, 901]);
+        assert!(!paused(&s.handle_frame(small[0].clone(), at(100))));
+        let (_, p) = packets.next().unwrap();
+        assert!(
+            !paused(&s.handle_frame(p, at(101))),
+            "the count starts again after an acceptance"
+        );
     }
 
     #[test]
