@@ -138,14 +138,23 @@ async fn browser_figures(url: &str, pid: u32) -> Option<(f64, f64, f64, f64)> {
         )
         .await
         .ok()?;
+    // A hash change alone is no navigation: load the dashboard as a new document, so its
+    // `performance.now()` counts from that navigation.
     client.goto(&format!("{url}#/dashboard")).await.ok()?;
-    wait("const t = document.querySelector('#tile-backlog .value'); return !!t && t.textContent !== '\u{2013}'").await;
-    let filled = client
-        .execute("return performance.now()", vec![])
-        .await
-        .ok()?
-        .as_f64()
-        .unwrap_or(f64::NAN);
+    client.refresh().await.ok()?;
+    let reached =
+        wait("const t = document.querySelector('#tile-backlog .value'); return !!t && t.textContent !== '\u{2013}'")
+            .await;
+    let filled = if reached {
+        client
+            .execute("return performance.now()", vec![])
+            .await
+            .ok()?
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    };
     // The page open for 30 s (live events every 2 s, charts redrawn).
     tokio::time::sleep(Duration::from_secs(30)).await;
     let rss_open = rss_mib(pid);

@@ -109,10 +109,12 @@ pub async fn start(config: &WebConfig, services: Services, shutdown: Cancellatio
     std::thread::Builder::new()
         .name("web".into())
         .spawn(move || {
+            lower_priority();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .max_blocking_threads(4)
                 .thread_name("web-blocking")
+                .on_thread_start(lower_priority)
                 .build();
             match runtime {
                 Ok(rt) => {
@@ -328,5 +330,20 @@ where
         } else {
             tracing::debug!(%peer, "web: connection ended: {e}");
         }
+    }
+}
+
+/// The page's threads yield the CPU to the data path: under a flood of web requests the devices'
+/// acknowledgements keep their pace (docs/BENCHMARKS.md, web page). Nice 10 on the calling thread
+/// (Linux keeps the nice value per thread); a failure only costs that preference.
+fn lower_priority() {
+    // SAFETY: setpriority takes plain integers and changes only the calling thread's nice value.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if result != 0 {
+        tracing::debug!(
+            "web: could not lower the thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
