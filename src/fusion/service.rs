@@ -532,7 +532,7 @@ impl Core {
         let alarm_changes = self.alarm_changes(&all);
         let facts = std::mem::take(&mut self.facts);
         let facts_writer = self.deps.registry.facts_writer();
-        let topic = format!("edge/{edge_id}/passage");
+        let topic = crate::topics::edge(&edge_id, crate::topics::EdgeTopic::Passage);
         let docs = documents.clone();
         let journal_total = self.deps.metrics.clone();
         let result = self
