@@ -166,14 +166,8 @@ pub fn main() -> ExitCode {
         Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
         Command::Sim(SimCommand::Jt808(args)) => runtime_block_on(crate::sim::jt808::run_cli(args)),
         Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
-        Command::Sim(SimCommand::Traffic(args)) => {
-            crate::ops::logging::init("info");
-            runtime_block_on(crate::sim::traffic::run_cli(args))
-        }
-        Command::Sim(SimCommand::Reader(args)) => {
-            crate::ops::logging::init("info");
-            runtime_block_on(crate::sim::reader::run_cli(args))
-        }
+        Command::Sim(SimCommand::Traffic(args)) => runtime_block_on(crate::sim::traffic::run_cli(args)),
+        Command::Sim(SimCommand::Reader(args)) => runtime_block_on(crate::sim::reader::run_cli(args)),
     }
 }
 

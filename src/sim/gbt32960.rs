@@ -763,9 +763,6 @@ pub struct SimArgs {
     /// Protocol edition: 2016 (`##`) or 2025 (`$$`).
     #[arg(long, default_value = "2016", value_parser = ["2016", "2025"])]
     pub edition: String,
-    /// Stop after this long (e.g. 30s, 5m); runs until Ctrl-C when absent.
-    #[arg(long)]
-    pub duration: Option<String>,
     /// CA that signed the server's certificate; enables TLS.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -787,6 +784,8 @@ pub struct SimArgs {
     /// Spread the logins over this time.
     #[arg(long, default_value = "1s")]
     pub ramp: String,
+    #[command(flatten)]
+    pub run: crate::sim::run::RunArgs,
 }
 
 impl SimArgs {
@@ -820,7 +819,8 @@ impl SimArgs {
                 Edition::V2016
             },
             tls,
-            duration: self.duration.as_deref().map(|d| duration("duration", d)).transpose()?,
+            // `--duration` is the run's stop token (crate::sim::run), which ends the load too.
+            duration: None,
             vin_prefix: self.vin_prefix.clone(),
             heartbeat: duration("heartbeat", &self.heartbeat)?,
             ramp: duration("ramp", &self.ramp)?,
@@ -831,8 +831,7 @@ impl SimArgs {
 /// Runs the simulator from the command line, printing progress every 5 s and a summary.
 pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
     let options = args.options()?;
-    crate::ops::logging::init("warn");
-    let shutdown = crate::ops::shutdown::stop_token(None);
+    let sim = args.run.start()?;
     let stats = Arc::new(LoadStats::default());
     println!(
         "gbt32960 sim: {} vehicles ({:?}) -> {}{}, {} frames/s",
@@ -842,40 +841,22 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
         if options.tls.is_some() { " over TLS" } else { "" },
         options.rate
     );
-    let started = Instant::now();
-    let run = tokio::spawn(run_load(options, stats.clone(), shutdown.clone()));
-    let progress = {
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                println!(
-                    "  {:>5.0}s: {} logged in, {} frames sent, {} commands answered, {} disconnects",
-                    started.elapsed().as_secs_f64(),
-                    stats.logins.load(Relaxed),
-                    stats.frames_sent.load(Relaxed),
-                    stats.commands_answered.load(Relaxed),
-                    stats.disconnects.load(Relaxed)
-                );
-            }
-        })
+    let summary = || {
+        let secs = sim.elapsed().as_secs_f64();
+        let frames = stats.frames_sent.load(Relaxed);
+        format!(
+            "{} logins ({} failed), {frames} real-time frames ({:.0}/s), login reply p50 {:.1} ms p99 {:.1} ms, {} commands answered, {} disconnects",
+            stats.logins.load(Relaxed),
+            stats.login_failures.load(Relaxed),
+            frames as f64 / secs.max(0.001),
+            stats.login_latency_ms(50),
+            stats.login_latency_ms(99),
+            stats.commands_answered.load(Relaxed),
+            stats.disconnects.load(Relaxed),
+        )
     };
-    run.await?;
-    progress.abort();
-    let secs = started.elapsed().as_secs_f64();
-    let frames = stats.frames_sent.load(Relaxed);
-    println!(
-        "gbt32960 sim done in {secs:.1}s: {} logins ({} failed), {frames} real-time frames ({:.0}/s), login reply p50 {:.1} ms p99 {:.1} ms, {} commands answered, {} disconnects",
-        stats.logins.load(Relaxed),
-        stats.login_failures.load(Relaxed),
-        frames as f64 / secs.max(0.001),
-        stats.login_latency_ms(50),
-        stats.login_latency_ms(99),
-        stats.commands_answered.load(Relaxed),
-        stats.disconnects.load(Relaxed),
-    );
+    sim.report(run_load(options, stats.clone(), sim.shutdown.clone()), summary)
+        .await;
     if stats.logins.load(Relaxed) == 0 {
         anyhow::bail!("no vehicle could log in at {}", args.addr);
     }

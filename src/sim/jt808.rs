@@ -739,9 +739,6 @@ pub struct Jt808Args {
     /// Locations per second over all terminals; 0 = as fast as acknowledgements return.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
-    /// Stop after this long (e.g. 30s, 5m); runs until Ctrl-C when absent.
-    #[arg(long)]
-    pub duration: Option<String>,
     /// Every n-th report is a subpackaged blind-area batch (0 = never); also makes parameter
     /// answers long enough to be subpackaged.
     #[arg(long, default_value_t = 0)]
@@ -767,6 +764,8 @@ pub struct Jt808Args {
     /// Client key (with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: crate::sim::run::RunArgs,
 }
 
 impl Jt808Args {
@@ -801,15 +800,8 @@ impl Jt808Args {
 
 /// `roadedge sim jt808`: runs the terminals, printing a summary every second.
 pub async fn run_cli(args: Jt808Args) -> anyhow::Result<()> {
-    crate::ops::logging::init("warn");
     let options = args.options().map_err(anyhow::Error::msg)?;
-    let duration = args
-        .duration
-        .as_deref()
-        .map(crate::config::parse_duration)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
-    let shutdown = crate::ops::shutdown::stop_token(duration);
+    let sim = args.run.start()?;
     let stats = Arc::new(SimStats::default());
     println!(
         "simulating {} JT/T 808 terminals against {} ({:?}, {} locations/s{})",
@@ -819,17 +811,8 @@ pub async fn run_cli(args: Jt808Args) -> anyhow::Result<()> {
         options.rate,
         if options.tls.is_some() { ", TLS" } else { "" }
     );
-    let runner = tokio::spawn(run(options, stats.clone(), shutdown.clone()));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let started = Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => println!("[{:>4}s] {}", started.elapsed().as_secs(), summary(&stats)),
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), runner).await;
-    println!("done: {}", summary(&stats));
+    sim.report(run(options, stats.clone(), sim.shutdown.clone()), || summary(&stats))
+        .await;
     if let Ok(last) = stats.last_error.lock() {
         if !last.is_empty() {
             println!("last error: {last}");

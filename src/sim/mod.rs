@@ -10,5 +10,6 @@ pub mod gbt32960;
 pub mod jt808;
 pub mod pki;
 pub mod reader;
+pub mod run;
 pub mod synthetic;
 pub mod traffic;

@@ -1694,9 +1694,8 @@ pub struct ReaderSimArgs {
     /// The reader's own keepalive period (0s: none).
     #[arg(long, default_value = "5s")]
     pub keepalive: String,
-    /// Stop after this long (e.g. 60s); runs until Ctrl-C when absent.
-    #[arg(long)]
-    pub duration: Option<String>,
+    #[command(flatten)]
+    pub run: crate::sim::run::RunArgs,
 }
 
 /// `roadedge sim reader`: runs simulated readers and prints what they do every few seconds.
@@ -1724,19 +1723,13 @@ pub async fn run_cli(args: ReaderSimArgs) -> anyhow::Result<()> {
         anyhow::bail!("--rate must be above 0 and at most 10000");
     }
     let keepalive = crate::config::parse_duration(&args.keepalive).map_err(|e| anyhow::anyhow!("--keepalive: {e}"))?;
-    let duration = args
-        .duration
-        .as_deref()
-        .map(crate::config::parse_duration)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
     let mut options = SimReaderOptions::new(sn, dialect, mode);
     options.tags = args.tags.clamp(1, 100_000);
     options.report_interval = Duration::from_secs_f64(1.0 / args.rate);
     options.tags_per_report = args.tags_per_report.clamp(1, 1000);
     options.keepalive_interval = (!keepalive.is_zero()).then_some(keepalive);
-    let shutdown = crate::ops::shutdown::stop_token(duration);
-    let readers = run_many(options, args.count, shutdown.clone()).await?;
+    let sim = args.run.start()?;
+    let readers = run_many(options, args.count, sim.shutdown.clone()).await?;
     for r in &readers {
         match r.local_addr {
             Some(addr) => println!(
@@ -1749,24 +1742,20 @@ pub async fn run_cli(args: ReaderSimArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                let connected = readers.iter().filter(|r| r.is_connected()).count();
-                let (reports, tags) = readers.iter().map(SimReader::reports_sent).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-                let specs: usize = readers.iter().map(|r| r.select_specs().len()).sum();
-                println!("{connected}/{} connected, {specs} select specs held, {reports} reports ({tags} tags) sent", readers.len());
-            }
-        }
-    }
-    let (reports, tags) = readers
-        .iter()
-        .map(SimReader::reports_sent)
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    println!("stopped: {reports} reports ({tags} tags) sent");
+    let summary = || {
+        let connected = readers.iter().filter(|r| r.is_connected()).count();
+        let (reports, tags) = readers
+            .iter()
+            .map(SimReader::reports_sent)
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let specs: usize = readers.iter().map(|r| r.select_specs().len()).sum();
+        format!(
+            "{connected}/{} connected, {specs} select specs held, {reports} reports ({tags} tags) sent",
+            readers.len()
+        )
+    };
+    // The readers run until the stop token; they have nothing to wind down.
+    sim.report(sim.shutdown.cancelled(), summary).await;
     for r in readers {
         r.stop().await;
     }

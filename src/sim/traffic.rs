@@ -473,9 +473,8 @@ pub struct TrafficArgs {
     /// tag) to this CSV, for the registry import.
     #[arg(long)]
     pub registry_csv: Option<std::path::PathBuf>,
-    /// Stop after this long (e.g. 5m); runs until Ctrl-C when absent.
-    #[arg(long)]
-    pub duration: Option<String>,
+    #[command(flatten)]
+    pub run: crate::sim::run::RunArgs,
 }
 
 /// `roadedge sim traffic`.
@@ -502,12 +501,6 @@ pub async fn run_cli(args: TrafficArgs) -> anyhow::Result<()> {
     if args.jt808_vehicles + args.gbt32960_vehicles > 1000 {
         anyhow::bail!("at most 1000 tagged vehicles");
     }
-    let duration = args
-        .duration
-        .as_deref()
-        .map(crate::config::parse_duration)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
     let script = Script::new(
         GeoPoint::new(args.latitude, args.longitude),
         args.jt808_vehicles,
@@ -523,7 +516,8 @@ pub async fn run_cli(args: TrafficArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let shutdown = crate::ops::shutdown::stop_token(duration);
+    let sim = args.run.start()?;
+    let shutdown = sim.shutdown.clone();
     let targets = Targets {
         jt808: args.jt808,
         gbt32960: args.gbt32960,
@@ -550,22 +544,18 @@ pub async fn run_cli(args: TrafficArgs) -> anyhow::Result<()> {
         "cycle {:.0}s; the reader reports only while the edge gives it an active select rule",
         traffic.script.cycle.as_secs_f64()
     );
-    let mut status = tokio::time::interval(Duration::from_secs(10));
-    status.tick().await;
-    let reader_loop = traffic.run_reader(shutdown.clone());
-    tokio::pin!(reader_loop);
-    loop {
-        tokio::select! {
-            _ = &mut reader_loop => break,
-            _ = status.tick() => {
-                let (reports, tags) = traffic.reader.reports_sent();
-                println!(
-                    "{} positions sent, {reports} tag reports ({tags} tags), reader {}",
-                    traffic.stats.positions_sent.load(Relaxed),
-                    if traffic.reader.is_connected() { "connected" } else { "not connected" }
-                );
+    let summary = || {
+        let (reports, tags) = traffic.reader.reports_sent();
+        format!(
+            "{} positions sent, {reports} tag reports ({tags} tags), reader {}",
+            traffic.stats.positions_sent.load(Relaxed),
+            if traffic.reader.is_connected() {
+                "connected"
+            } else {
+                "not connected"
             }
-        }
-    }
+        )
+    };
+    sim.report(traffic.run_reader(shutdown.clone()), summary).await;
     Ok(())
 }
