@@ -75,8 +75,9 @@ enum Command {
     /// Run the whole appliance locally with a loopback MQTT/TLS broker and simulated devices.
     Demo(crate::demo::DemoArgs),
     /// Simulators and load generators.
+    /// Simulators and load generators (boxed: their arguments are large and parsed once).
     #[command(subcommand)]
-    Sim(SimCommand),
+    Sim(Box<SimCommand>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,7 +146,14 @@ pub fn main() -> ExitCode {
         }
         Command::Passwd => passwd(),
         Command::Run(c) => run(&c.path(), RunOptions::default()),
-        Command::Sim(SimCommand::Synthetic(s)) => {
+        Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
+        Command::Sim(sim) => run_sim(*sim),
+    }
+}
+
+fn run_sim(command: SimCommand) -> ExitCode {
+    match command {
+        SimCommand::Synthetic(s) => {
             let synthetic = SyntheticOptions {
                 devices: s.devices,
                 rate: s.rate,
@@ -163,11 +171,10 @@ pub fn main() -> ExitCode {
             };
             run(&s.config.path(), options)
         }
-        Command::Sim(SimCommand::Gbt32960(args)) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
-        Command::Sim(SimCommand::Jt808(args)) => runtime_block_on(crate::sim::jt808::run_cli(args)),
-        Command::Demo(args) => runtime_block_on(crate::demo::run(args)),
-        Command::Sim(SimCommand::Traffic(args)) => runtime_block_on(crate::sim::traffic::run_cli(args)),
-        Command::Sim(SimCommand::Reader(args)) => runtime_block_on(crate::sim::reader::run_cli(args)),
+        SimCommand::Gbt32960(args) => runtime_block_on(crate::sim::gbt32960::run_cli(args)),
+        SimCommand::Jt808(args) => runtime_block_on(crate::sim::jt808::run_cli(args)),
+        SimCommand::Traffic(args) => runtime_block_on(crate::sim::traffic::run_cli(args)),
+        SimCommand::Reader(args) => runtime_block_on(crate::sim::reader::run_cli(args)),
     }
 }
 
