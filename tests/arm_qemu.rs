@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, write_config, Cloud, Mosquitto, Pki};
+use common::{free_port, write_config, World};
 
 /// The cross-built binary and the qemu that runs it.
 struct Arm {
@@ -101,10 +101,12 @@ fn log_tail(path: &Path) -> String {
 #[ignore = "needs the aarch64 build: scripts/test runs it"]
 async fn the_arm_binary_runs_20_s_under_qemu_and_publishes_every_simulated_frame_to_mosquitto() {
     let arm = Arm::new();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-arm").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("arm").await;
     let gateway_port = free_port();
     let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let mut text = std::fs::read_to_string(&config).unwrap();

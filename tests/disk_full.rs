@@ -353,10 +353,12 @@ async fn the_appliance_on_a_full_disk_loses_no_acknowledged_record_and_recovers_
     use tokio_util::sync::CancellationToken;
 
     let Some(disk) = SmallDisk::mount("8m") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let mut broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-disk-full").await;
+    let World {
+        dir,
+        pki,
+        mut broker,
+        cloud,
+    } = World::start("disk-full").await;
     // The broker is down before the appliance starts and stays down while the disk fills.
     broker.stop();
     let db = disk.dir.join("edge.db");

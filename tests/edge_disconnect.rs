@@ -99,10 +99,12 @@ fn statuses(cloud: &Cloud) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_published_while_the_edge_is_cut_off_for_30_s_are_answered_once_when_it_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-edge-disconnect").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("edge-disconnect").await;
     let proxy = Proxy::start(broker.port).await;
     let config = write_config(
         dir.path(),

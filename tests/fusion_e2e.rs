@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Cloud, Mosquitto, Pki, Received};
+use common::{free_port, Cloud, EdgeChild, Received, World};
 use roadedge::fusion::geo::GeoPoint;
 use roadedge::protocol::gbt37987::Dialect;
 use roadedge::reader::rules::{default_select_spec, SpecState};
@@ -28,35 +26,6 @@ fn init_logging() {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_test_writer()
         .try_init();
-}
-
-struct Edge {
-    child: Child,
-}
-
-impl Edge {
-    fn start(config: &Path, log: &str) -> Edge {
-        let child = Command::new(env!("CARGO_BIN_EXE_roadedge"))
-            .args(["run", "-c"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(config.with_file_name(log)).unwrap())
-            .spawn()
-            .expect("start roadedge run");
-        Edge { child }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn on(cloud: &Cloud, topic: &str) -> Vec<Value> {
@@ -116,29 +85,17 @@ fn alarm(messages: &[Received], name: &str, subject: &str) -> bool {
         .any(|a| a["alarm"] == name && a["state"] == "raised" && a["detail"]["subject"] == subject)
 }
 
-async fn command(cloud: &Cloud, topic: &str, result_topic: &str, request_id: &str, mut payload: Value) -> Value {
-    payload["request_id"] = json!(request_id);
-    cloud.publish(topic, payload).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(r) = on(cloud, result_topic)
-            .into_iter()
-            .find(|p| p["request_id"] == request_id)
-        {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "no result for {request_id}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn command(cloud: &Cloud, topic: &str, result_topic: &str, request_id: &str, payload: Value) -> Value {
+    cloud
+        .request(topic, result_topic, request_id, payload, Duration::from_secs(20))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives_kill_9() {
     init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-fusion").await;
+    let world = World::start("fusion").await;
+    let cloud = &world.cloud;
     let (jt808_port, gbt32960_port) = (free_port(), free_port());
     let site = GeoPoint::new(31.2304, 121.4737);
 
@@ -160,32 +117,23 @@ async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives
         dialect: Dialect::Gbt37987_2019,
     };
 
-    let config = dir.path().join("roadedge.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "edge: {{id: cab-1, site: {{name: test site, latitude: 31.2304, longitude: 121.4737}}}}\n\
-             storage: {{path: {db}, max_bytes: 64MiB}}\n\
-             uplink:\n  url: {url}\n  ca_file: {ca}\n  cert_file: {cert}\n  key_file: {key}\n  metrics_interval: 1s\n\
-             jt808: {{listen: '127.0.0.1:{jt808_port}'}}\n\
-             gbt32960: {{listen: '127.0.0.1:{gbt32960_port}'}}\n\
-             readers:\n  devices:\n    - {{id: gantry, tcp: '127.0.0.1:{reader_port}', position: {{lane: '1', direction: 90}}}}\n\
-             fusion: {{window: 4s, merge_window: 2s, radius_m: 150}}\n\
-             logging: {{level: info}}\n",
-            db = dir.path().join("edge.db").display(),
-            url = broker.url(),
-            ca = pki.ca_file.display(),
-            cert = pki.edge.cert.display(),
-            key = pki.edge.key.display(),
-        ),
-    )
-    .unwrap();
-    let edge = Edge::start(&config, "edge-1.log");
+    let config = world
+        .config()
+        .edge("{id: cab-1, site: {name: test site, latitude: 31.2304, longitude: 121.4737}}")
+        .max_bytes("64MiB")
+        .jt808(jt808_port, "")
+        .gbt32960(gbt32960_port, "")
+        .readers(&format!(
+            "  devices:\n    - {{id: gantry, tcp: '127.0.0.1:{reader_port}', position: {{lane: '1', direction: 90}}}}\n"
+        ))
+        .fusion("{window: 4s, merge_window: 2s, radius_m: 150}")
+        .write();
+    let edge = EdgeChild::spawn(&config, "1");
     cloud.wait_edge_online().await;
 
     // What the registry cannot learn by itself (the 32960 VIN's plate and tag), by command.
     let upsert = command(
-        &cloud,
+        cloud,
         "edge/cab-1/cmd",
         "edge/cab-1/cmd/result",
         "reg-1",
@@ -199,7 +147,7 @@ async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives
     let s = stop.clone();
     tokio::spawn(async move { t.run_reader(s).await });
     let rules = command(
-        &cloud,
+        cloud,
         "gbt37987/gantry/dn",
         "gbt37987/gantry/up/response",
         "rules-1",
@@ -237,7 +185,7 @@ async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives
                 && alarm(m, "cloned_tag", &cloned_tid)
         })
         .await;
-    let ps = passages(&cloud);
+    let ps = passages(cloud);
     for v in &tagged {
         let p = ps
             .iter()
@@ -285,11 +233,11 @@ async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives
         .await;
 
     // Kill -9 right after the cloud saw a tag report whose pass is still open.
-    let before = passages(&cloud).len();
+    let before = passages(cloud).len();
     let deadline = Instant::now() + LIMIT;
     let (tid, at) = loop {
         let msgs = cloud.messages.lock().unwrap().clone();
-        let ps = passages(&cloud);
+        let ps = passages(cloud);
         if let Some((tid, _, at)) = tag_reads(&msgs)
             .into_iter()
             .rev()
@@ -303,10 +251,10 @@ async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives
     edge.kill9();
     let killed_at = Instant::now();
     assert!(
-        !covered(&passages(&cloud), &tid, at),
+        !covered(&passages(cloud), &tid, at),
         "the pass was still open at the kill"
     );
-    let edge = Edge::start(&config, "edge-2.log");
+    let edge = EdgeChild::spawn(&config, "2");
     // Every tag the cloud saw in a report before the kill gets its passage (derived again from
     // the journal after the restart).
     let seen_before: Vec<(String, i64, i64)> = tag_reads(&cloud.messages.lock().unwrap());
@@ -316,7 +264,7 @@ async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives
             seen_before.iter().all(|(tid, _, at)| covered(&ps, tid, *at))
         })
         .await;
-    assert!(passages(&cloud).len() > before);
+    assert!(passages(cloud).len() > before);
     // ... and it was derived again from the journal, not from new reads.
     cloud
         .wait_for("journal replay in the metrics", Duration::from_secs(10), |m| {
@@ -328,7 +276,7 @@ async fn scripted_traffic_gives_passages_with_telemetry_both_frauds_and_survives
     assert!(killed_at.elapsed() < LIMIT);
     // Passage ids are unique up to the cloud's de-duplication: a repeat is the same passage.
     let mut by_id = std::collections::BTreeMap::new();
-    for p in passages(&cloud) {
+    for p in passages(cloud) {
         let id = p["passage_id"].as_str().unwrap().to_string();
         let mut body = p.clone();
         body.as_object_mut().unwrap().remove("edge");

@@ -37,10 +37,12 @@ struct World {
 }
 
 async fn world(name: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, name).await;
+    let common::World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = common::World::start(name).await;
 
     let vehicles_ca = TestCa::new(dir.path(), "vehicles").unwrap();
     let server = vehicles_ca.server("gbt32960-server").unwrap();

@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use roadedge::app::{self, RunOptions};
-use roadedge::config::{Config, FileCheck};
-use roadedge::metrics::Metrics;
 use roadedge::protocol::gbt37987::model::hex_string;
 use roadedge::protocol::gbt37987::Dialect;
 use roadedge::reader::rules::{default_select_spec, read_access_spec, SpecState};
@@ -33,45 +30,14 @@ fn init_logging() {
         .try_init();
 }
 
-struct Running {
-    metrics: Arc<Metrics>,
-    readers: Arc<ReaderService>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start_edge(config_path: &Path) -> Running {
-    let config = Config::load(config_path, FileCheck::Check).unwrap();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        app::run_with(config, RunOptions::default(), s, move |a| {
-            let _ = tx.send((a.metrics.clone(), a.readers.clone().unwrap()));
-        })
-        .await
-    });
-    let (metrics, readers) = tokio::time::timeout(Duration::from_secs(10), rx)
-        .await
-        .unwrap()
-        .unwrap();
-    Running {
-        metrics,
-        readers,
-        shutdown,
-        task,
-    }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("graceful shutdown within 10 s")
-            .unwrap()
-            .unwrap();
-    }
+/// The appliance in this process and its reader service.
+async fn start_edge(config: &Path) -> (RunningAppliance, Arc<ReaderService>) {
+    let edge = start_appliance(config).await;
+    let readers = edge
+        .readers
+        .clone()
+        .expect("the readers section starts the reader service");
+    (edge, readers)
 }
 
 /// A socat pty pair; killed on drop.
@@ -220,10 +186,12 @@ fn rule(id: u32) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to_end() {
     init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-readers").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("readers").await;
     let sims_stop = CancellationToken::new();
 
     // north: hb-2017, the edge dials it.
@@ -282,16 +250,15 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     let stray = SimReader::spawn(stray_options, sims_stop.clone()).await.unwrap();
     let stray_id = hex_string(&stray_sn);
 
-    let config = write_config(dir.path(), &pki, &broker.url(), "", "256MiB");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
+    let config = EdgeConfig::new(dir.path(), &pki, &broker.url())
+        .yaml(&format!(
         "readers:\n  listen: 127.0.0.1:{listen_port}\n  dialect: gbt37987-2019\n  keepalive_interval: 500ms\n  devices:\n    - {{id: north, tcp: '{}', dialect: hb-2017}}\n    - {{id: east, sn: {}}}\n    - {{id: south, serial: {{port: {}, baud: 19200, address: 3}}}}\n",
         north.local_addr.unwrap(),
         hex_string(&east_sn),
         pty.a.display()
-    ));
-    std::fs::write(&config, text).unwrap();
-    let edge = start_edge(&config).await;
+    ))
+        .write();
+    let (edge, readers) = start_edge(&config).await;
 
     // Links come up, each with its dialect and serial number.
     for (reader, dialect, sn) in [
@@ -311,7 +278,7 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
         assert_eq!(status["device_sn"], sn, "{reader}");
         assert_eq!(status["edge"]["id"], "cab-1");
     }
-    let info = edge.readers.reader(&stray_id).unwrap();
+    let info = readers.reader(&stray_id).unwrap();
     assert!(!info.configured && info.transport == "tcp-listen");
 
     // Rules: stored per reader, reconciled at once, reports follow them with decoded plates.
@@ -360,7 +327,7 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
         let ups = status_count(&cloud, reader, "up");
         sim.wipe_rules();
         if reader == "south" {
-            assert!(edge.readers.disconnect(reader, "test: forced reconnect"));
+            assert!(readers.disconnect(reader, "test: forced reconnect"));
         } else {
             sim.drop_link();
         }
@@ -420,23 +387,17 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     assert_eq!(raised["body"]["AlarmReportInfo"]["Level"], 1);
     let table = command(&cloud, "east", "alarms-1", json!({"action": "alarms"})).await;
     assert_eq!(table["answer"]["alarms"][0]["alarm_id"], alarm_id, "{table}");
-    wait_until("alarms_active 1", || {
-        edge.readers.reader("east").unwrap().alarms_active == 1
-    })
-    .await;
+    wait_until("alarms_active 1", || readers.reader("east").unwrap().alarms_active == 1).await;
     east.restore_alarm(alarm_id);
     wait_topic(&cloud, "alarm restored", "gbt37987/east/up/alarm", |p| {
         p["msg"] == "AlarmRestore"
     })
     .await;
-    wait_until("alarms_active 0", || {
-        edge.readers.reader("east").unwrap().alarms_active == 0
-    })
-    .await;
+    wait_until("alarms_active 0", || readers.reader("east").unwrap().alarms_active == 0).await;
     // An alarm that ended while the link was down is restored by the sync after the reconnect.
     let lost = north.raise_alarm(2, 2, "low temperature");
     wait_until("north alarm active", || {
-        edge.readers.reader("north").unwrap().alarms_active == 1
+        readers.reader("north").unwrap().alarms_active == 1
     })
     .await;
     let ups = status_count(&cloud, "north", "up");
@@ -448,7 +409,7 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     })
     .await;
     wait_until("north alarms_active 0", || {
-        edge.readers.reader("north").unwrap().alarms_active == 0
+        readers.reader("north").unwrap().alarms_active == 0
     })
     .await;
 
@@ -590,7 +551,7 @@ async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to
     // Commands for an offline reader wait for it.
     north.mute(true);
     let ups = status_count(&cloud, "north", "up");
-    wait_until("north down", || edge.readers.reader("north").unwrap().link == "down").await;
+    wait_until("north down", || readers.reader("north").unwrap().link == "down").await;
     cloud
         .publish(
             "gbt37987/north/dn",
@@ -655,10 +616,12 @@ async fn garbage_server(stop: CancellationToken) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_others() {
     init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-hostile").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("hostile").await;
     let stop = CancellationToken::new();
 
     let good = SimReader::spawn(
@@ -684,15 +647,14 @@ async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_other
     let noise = garbage_server(stop.clone()).await;
     let listen_port = free_port();
 
-    let config = write_config(dir.path(), &pki, &broker.url(), "", "256MiB");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
+    let config = EdgeConfig::new(dir.path(), &pki, &broker.url())
+        .yaml(&format!(
         "readers:\n  listen: 127.0.0.1:{listen_port}\n  dialect: hb-2017\n  keepalive_interval: 500ms\n  devices:\n    - {{id: good, tcp: '{}'}}\n    - {{id: staller, tcp: '{}', dialect: gbt37987-2019}}\n    - {{id: noisy, tcp: '{noise}'}}\n",
         good.local_addr.unwrap(),
         staller.local_addr.unwrap(),
-    ));
-    std::fs::write(&config, text).unwrap();
-    let edge = start_edge(&config).await;
+    ))
+        .write();
+    let edge = start_appliance(&config).await;
     wait_up_count(&cloud, "good", 1).await;
     wait_up_count(&cloud, "staller", 1).await;
     let set = command(
@@ -781,10 +743,12 @@ async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_other
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_jobs_sync_the_clock_pull_logs_and_open_and_close_rule_windows() {
     init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-schedule").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("schedule").await;
     let stop = CancellationToken::new();
     let sim = SimReader::spawn(
         sim_options(
@@ -797,22 +761,21 @@ async fn scheduled_jobs_sync_the_clock_pull_logs_and_open_and_close_rule_windows
     )
     .await
     .unwrap();
-    let config = write_config(dir.path(), &pki, &broker.url(), "", "256MiB");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "readers:\n  keepalive_interval: 500ms\n  devices:\n    - {{id: gate, tcp: '{}', dialect: hb-2017}}\n",
-        sim.local_addr.unwrap()
-    ));
-    text.push_str(concat!(
-        "schedule:\n",
-        "  - {name: clock, cron: '* * * * * *', job: reader_time_sync}\n",
-        "  - {name: logs, cron: '*/2 * * * * *', job: reader_log_pull, reader: gate}\n",
-        "  - {name: window-off, cron: '* * * * * *', job: select_spec, reader: gate, spec_id: 4, action: stop}\n",
-        "  - {name: extra-metrics, cron: '* * * * * *', job: metrics}\n",
-        "  - {name: tidy, cron: '* * * * * *', job: retention}\n",
-    ));
-    std::fs::write(&config, text).unwrap();
-    let edge = start_edge(&config).await;
+    let config = EdgeConfig::new(dir.path(), &pki, &broker.url())
+        .yaml(&format!(
+            "readers:\n  keepalive_interval: 500ms\n  devices:\n    - {{id: gate, tcp: '{}', dialect: hb-2017}}\n",
+            sim.local_addr.unwrap()
+        ))
+        .yaml(concat!(
+            "schedule:\n",
+            "  - {name: clock, cron: '* * * * * *', job: reader_time_sync}\n",
+            "  - {name: logs, cron: '*/2 * * * * *', job: reader_log_pull, reader: gate}\n",
+            "  - {name: window-off, cron: '* * * * * *', job: select_spec, reader: gate, spec_id: 4, action: stop}\n",
+            "  - {name: extra-metrics, cron: '* * * * * *', job: metrics}\n",
+            "  - {name: tidy, cron: '* * * * * *', job: retention}\n",
+        ))
+        .write();
+    let (edge, readers) = start_edge(&config).await;
     wait_up_count(&cloud, "gate", 1).await;
 
     // A rule that the window job keeps closed: stored active, stopped by the schedule.
@@ -829,7 +792,7 @@ async fn scheduled_jobs_sync_the_clock_pull_logs_and_open_and_close_rule_windows
         sim.select_specs().get(&4) == Some(&SpecState::Inactive)
     })
     .await;
-    let rules = edge.readers.rules("gate").await.unwrap();
+    let rules = readers.rules("gate").await.unwrap();
     assert_eq!(rules.to_json()["select_specs"][0]["CurrentState"], 1);
     // Device and tag logs pulled in segments by the job.
     cloud

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,22 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use roadedge::sim::jt808::{run, SimEdition, SimOptions, SimStats};
 use tokio_util::sync::CancellationToken;
-
-fn start_edge(config: &std::path::Path, round: usize) -> Child {
-    let log = config.with_file_name(format!("edge-{round}.log"));
-    Command::new(env!("CARGO_BIN_EXE_roadedge"))
-        .args(["run", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start roadedge run")
-}
-
-fn kill9(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 /// Waits (bounded) until `n` more locations were acknowledged than `from`.
 async fn wait_acks(stats: &SimStats, from: u64, n: u64, limit: Duration) -> u64 {
@@ -49,17 +32,12 @@ async fn wait_acks(stats: &SimStats, from: u64, n: u64, limit: Duration) -> u64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_location_reaches_the_broker_across_kill_9_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-jt808-crash").await;
-    let config = write_config(dir.path(), &pki, &broker.url(), "", "256MiB");
+    let world = World::start("jt808-crash").await;
+    let cloud = &world.cloud;
     let port = free_port();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("jt808:\n  listen: 127.0.0.1:{port}\n"));
-    std::fs::write(&config, text).unwrap();
+    let config = world.config().jt808(port, "").write();
 
-    let mut edge = start_edge(&config, 0);
+    let mut edge = EdgeChild::spawn(&config, "0");
     let stats = Arc::new(SimStats::default());
     let stop_sim = CancellationToken::new();
     let sim = tokio::spawn(run(
@@ -80,10 +58,10 @@ async fn every_acknowledged_location_reaches_the_broker_across_kill_9_restarts()
     for round in 1..=kills {
         // Kill at an arbitrary moment of the flow, mid-commit for some terminals.
         tokio::time::sleep(Duration::from_millis(300 + 170 * round as u64)).await;
-        kill9(edge);
+        edge.kill9();
         let at_kill = stats.acked.load(Relaxed);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        edge = start_edge(&config, round);
+        edge = EdgeChild::spawn(&config, &round.to_string());
         acked = wait_acks(&stats, at_kill.max(acked), 200, Duration::from_secs(30)).await;
     }
     stop_sim.cancel();
@@ -135,5 +113,5 @@ async fn every_acknowledged_location_reaches_the_broker_across_kill_9_restarts()
         stats.connects.load(Relaxed) >= 20 * (kills as u64 + 1) / 2,
         "terminals did not reconnect"
     );
-    kill9(edge);
+    edge.kill9();
 }

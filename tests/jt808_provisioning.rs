@@ -30,32 +30,22 @@ async fn connect(server: &str, phone: Phone) -> Terminal {
 }
 
 /// Sends one edge command and returns its only result (waiting a moment for a second one).
-async fn command(cloud: &Cloud, mut document: Value, id: &str) -> Value {
-    document["request_id"] = json!(id);
-    cloud.publish("edge/cab-1/cmd", document).await;
-    cloud
-        .wait_for(&format!("the result of {id}"), STEP, |m| {
-            m.iter()
-                .any(|m| m.topic == "edge/cab-1/cmd/result" && m.payload["request_id"] == id)
-        })
-        .await;
+async fn command(cloud: &Cloud, document: Value, id: &str) -> Value {
+    let first = cloud.edge_command(id, document, STEP).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let results: Vec<Value> = cloud
-        .on_topic("edge/cab-1/cmd/result")
-        .into_iter()
-        .map(|m| m.payload)
-        .filter(|p| p["request_id"] == id)
-        .collect();
+    let results = cloud.results("edge/cab-1/cmd/result", id);
     assert_eq!(results.len(), 1, "{id}: {results:?}");
-    results[0].clone()
+    first
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_terminal_registers_after_provision_and_is_cut_off_by_deprovision() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-provision").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("provision").await;
     let (config, server) = config_with_registry(dir.path(), &pki, &broker);
     let edge = start_appliance(&config).await;
     cloud.wait_edge_online().await;

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,22 +16,6 @@ use roadedge::sim::jt808::{location, phone_for, SimError, Terminal};
 const STEP: Duration = Duration::from_secs(10);
 /// Mileages of the batch's 40 locations (unique within the test).
 const MILEAGE: u32 = 7000;
-
-fn start_edge(config: &std::path::Path, name: &str) -> Child {
-    let log = config.with_file_name(format!("edge-{name}.log"));
-    Command::new(env!("CARGO_BIN_EXE_roadedge"))
-        .args(["run", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start roadedge run")
-}
-
-fn kill9(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 /// Connects (retrying while the restarted appliance is not listening yet) and authenticates.
 async fn reconnect(server: &str, phone: Phone, code: &[u8]) -> Terminal {
@@ -91,31 +74,24 @@ fn batches(cloud: &Cloud, phone: &Phone) -> Vec<BTreeSet<u64>> {
         .collect()
 }
 
-struct World {
-    _dir: tempfile::TempDir,
-    _broker: Mosquitto,
-    cloud: Cloud,
+/// The world of one test: the broker and cloud, the configuration, the 808 server address.
+struct Setup {
+    world: World,
     config: std::path::PathBuf,
     server: String,
 }
 
-async fn world(name: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, &format!("cloud-{name}")).await;
-    let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
+async fn world(name: &str) -> Setup {
+    let world = World::start(name).await;
     let port = free_port();
-    let mut text = std::fs::read_to_string(&config).unwrap();
     // A short timeout: the restarted appliance asks for the missing packets 2 s after the last one.
-    text.push_str(&format!(
-        "jt808:\n  listen: 127.0.0.1:{port}\n  reassembly_timeout: 2s\n"
-    ));
-    std::fs::write(&config, text).unwrap();
-    World {
-        _dir: dir,
-        _broker: broker,
-        cloud,
+    let config = world
+        .config()
+        .max_bytes("64MiB")
+        .jt808(port, "  reassembly_timeout: 2s\n")
+        .write();
+    Setup {
+        world,
         config,
         server: format!("127.0.0.1:{port}"),
     }
@@ -146,7 +122,7 @@ async fn wait_published(cloud: &Cloud, phone: &Phone) -> Vec<BTreeSet<u64>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_acknowledged_before_a_kill_between_packets_are_asked_for_again_and_published() {
     let w = world("between").await;
-    let mut edge = start_edge(&w.config, "1");
+    let mut edge = EdgeChild::spawn(&w.config, "1");
     let phone = phone_for(13_900_000_800, 1, Edition::V2013);
     let mut t = reconnect_first(&w.server, phone).await;
     let code = t.1.clone();
@@ -159,8 +135,8 @@ async fn packets_acknowledged_before_a_kill_between_packets_are_asked_for_again_
     let first: Vec<u16> = packets[..k].iter().map(|p| p.header.serial).collect();
     t.0.await_acks(ids::BATCH_LOCATION, &first, STEP).await.unwrap();
 
-    kill9(edge);
-    edge = start_edge(&w.config, "2");
+    edge.kill9();
+    edge = EdgeChild::spawn(&w.config, "2");
     let mut t = reconnect(&w.server, phone, &code).await;
     // The rest of the transfer on the new connection; the restarted appliance lacks the first half.
     t.send_packets(&packets, &(k..n - 1).collect::<Vec<_>>()).await.unwrap();
@@ -173,19 +149,19 @@ async fn packets_acknowledged_before_a_kill_between_packets_are_asked_for_again_
         (1..=k as u16).collect::<Vec<_>>(),
         "0x8003 names exactly the packets acknowledged before the kill"
     );
-    let published = wait_published(&w.cloud, &phone).await;
+    let published = wait_published(&w.world.cloud, &phone).await;
     println!("kill -9 between packets: {n} packets, {k} acknowledged before the kill, 0x8003 asked for {asked:?}, published batches {}", published.len());
     assert!(
         published.iter().any(|b| *b == expected()),
         "the batch with every acknowledged packet was not published: {published:?}"
     );
-    kill9(edge);
+    edge.kill9();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_the_last_packet_and_its_commit_loses_nothing_acknowledged() {
     let w = world("last").await;
-    let mut edge = start_edge(&w.config, "1");
+    let mut edge = EdgeChild::spawn(&w.config, "1");
     let phone = phone_for(13_900_000_800, 2, Edition::V2013);
     let mut t = reconnect_first(&w.server, phone).await;
     let code = t.1.clone();
@@ -198,7 +174,7 @@ async fn a_kill_between_the_last_packet_and_its_commit_loses_nothing_acknowledge
     t.0.await_acks(ids::BATCH_LOCATION, &all_but_last, STEP).await.unwrap();
     // The last packet completes the transfer; the appliance dies while committing it.
     t.0.send_packets(&packets, &[n - 1]).await.unwrap();
-    kill9(edge);
+    edge.kill9();
     let last_acked =
         t.0.await_acks(
             ids::BATCH_LOCATION,
@@ -207,7 +183,7 @@ async fn a_kill_between_the_last_packet_and_its_commit_loses_nothing_acknowledge
         )
         .await
         .is_ok();
-    edge = start_edge(&w.config, "2");
+    edge = EdgeChild::spawn(&w.config, "2");
     if !last_acked {
         // Not acknowledged: the terminal sends it again, and the new process asks for the rest.
         let mut t = reconnect(&w.server, phone, &code).await;
@@ -215,7 +191,7 @@ async fn a_kill_between_the_last_packet_and_its_commit_loses_nothing_acknowledge
         let asked = serve_resend_request(&mut t, &packets).await;
         assert_eq!(asked, (1..n as u16).collect::<Vec<_>>());
     }
-    let published = wait_published(&w.cloud, &phone).await;
+    let published = wait_published(&w.world.cloud, &phone).await;
     println!(
         "kill -9 between the last packet and its commit: last packet acknowledged before the kill: {last_acked}; published batches {}",
         published.len()
@@ -224,7 +200,7 @@ async fn a_kill_between_the_last_packet_and_its_commit_loses_nothing_acknowledge
         published.iter().any(|b| *b == expected()),
         "the acknowledged batch was not published: {published:?}"
     );
-    kill9(edge);
+    edge.kill9();
 }
 
 /// The first connection: register and authenticate; returns the terminal and its auth code.

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,56 +16,16 @@ const RESULT: &str = "edge/cab-1/cmd/result";
 /// `web.confirm_within` of the test configuration.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 
-struct Edge {
-    child: Child,
-    log: PathBuf,
+/// `roadedge run` with the uplink client's chatter kept down.
+fn start_edge(config: &Path, name: &str) -> EdgeChild {
+    EdgeChild::spawn_with(config, name, |c| {
+        c.env("RUST_LOG", "info,rumqttc=warn");
+    })
 }
 
-impl Edge {
-    fn start(config: &Path, name: &str) -> Edge {
-        let log = config.with_file_name(format!("edge-{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_roadedge"))
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info,rumqttc=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start roadedge");
-        Edge { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and the exit code.
-    fn stop(mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill9();
-        None
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// SIGTERM and the exit code.
+fn stop(edge: EdgeChild) -> Option<i32> {
+    edge.terminate(Duration::from_secs(15))
 }
 
 /// The test configuration with a web section (ephemeral port) carrying `confirm_within`.
@@ -98,26 +57,13 @@ async fn wait_online_after(cloud: &Cloud, before: usize, limit: Duration, what: 
 }
 
 /// Sends one edge command and returns its one result.
-async fn command(cloud: &Cloud, mut body: Value, id: &str) -> Value {
-    body["request_id"] = json!(id);
-    cloud.publish("edge/cab-1/cmd", body).await;
-    cloud
-        .wait_for(&format!("the result of {id}"), Duration::from_secs(20), |m| {
-            m.iter().any(|m| m.topic == RESULT && m.payload["request_id"] == id)
-        })
-        .await;
-    let of_id: Vec<Value> = cloud
-        .on_topic(RESULT)
-        .into_iter()
-        .filter(|m| m.payload["request_id"] == id)
-        .map(|m| m.payload)
-        .collect();
+async fn command(cloud: &Cloud, body: Value, id: &str) -> Value {
+    let result = cloud.edge_command(id, body, Duration::from_secs(20)).await;
     assert!(
-        of_id[0]["edge"]["seq"].is_u64(),
-        "results carry the edge envelope: {}",
-        of_id[0]
+        result["edge"]["seq"].is_u64(),
+        "results carry the edge envelope: {result}"
     );
-    of_id[0].clone()
+    result
 }
 
 /// Distinct results of `id`: a delivery again of the same record (same `edge.seq`, at least once
@@ -149,13 +95,15 @@ fn read(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refuse_with_one_result_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-manage").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("manage").await;
     let path = config(dir.path(), &pki, &broker.url());
     let original = read(&path);
-    let edge = Edge::start(&path, "main");
+    let edge = start_edge(&path, "main");
     cloud.wait_edge_online().await;
 
     // config.get: the file as it is, nothing pending.
@@ -295,7 +243,7 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
     assert_eq!(lvl["ok"], true, "{lvl}");
     assert_eq!(lvl["answer"]["level"], "debug");
     until("a debug line in the log", Duration::from_secs(10), || {
-        edge.log().contains("DEBUG")
+        edge.log_text().contains("DEBUG")
     })
     .await;
     let lvl = command(&cloud, json!({"action": "log_level", "level": "info"}), "lvl2").await;
@@ -308,7 +256,11 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
     let r = command(&cloud, json!({"action": "restart"}), "restart1").await;
     assert_eq!(r["ok"], true, "{r}");
     wait_online_after(&cloud, online, Duration::from_secs(15), "online after the restart").await;
-    assert!(edge.log().contains("starting the core again"), "{}", edge.log());
+    assert!(
+        edge.log_text().contains("starting the core again"),
+        "{}",
+        edge.log_text()
+    );
     let pong = command(&cloud, json!({"action": "ping"}), "ping1").await;
     assert_eq!(pong["ok"], true);
 
@@ -337,18 +289,20 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
     ] {
         assert_eq!(results_of(&cloud, id), 1, "{id}: exactly one result");
     }
-    assert_eq!(edge.stop(), Some(0));
+    assert_eq!(stop(edge), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_that_loses_the_uplink_is_reverted_and_the_edge_comes_back_online() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-manage-lost").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("manage-lost").await;
     let path = config(dir.path(), &pki, &broker.url());
     let original = read(&path);
-    let edge = Edge::start(&path, "lost");
+    let edge = start_edge(&path, "lost");
     cloud.wait_edge_online().await;
 
     let nowhere = format!("mqtts://127.0.0.1:{}", free_port());
@@ -374,18 +328,20 @@ async fn a_configuration_that_loses_the_uplink_is_reverted_and_the_edge_comes_ba
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(results_of(&cloud, "lose"), 1);
     assert_eq!(results_of(&cloud, "get-lost"), 1);
-    assert_eq!(edge.stop(), Some(0));
+    assert_eq!(stop(edge), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_during_a_pending_apply_restores_the_previous_configuration_at_the_next_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-manage-kill").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("manage-kill").await;
     let path = config(dir.path(), &pki, &broker.url());
     let original = read(&path);
-    let mut edge = Edge::start(&path, "kill1");
+    let edge = start_edge(&path, "kill1");
     cloud.wait_edge_online().await;
 
     let changed = original.replace("metrics_interval: 1s", "metrics_interval: 3s");
@@ -398,7 +354,7 @@ async fn a_kill_9_during_a_pending_apply_restores_the_previous_configuration_at_
     tokio::time::sleep(CONFIRM_WITHIN + Duration::from_secs(1)).await;
     assert_eq!(read(&path), changed, "nothing reverts while nothing runs");
     let online = online_count(&cloud);
-    let edge = Edge::start(&path, "kill2");
+    let edge = start_edge(&path, "kill2");
     wait_online_after(&cloud, online, Duration::from_secs(15), "online after the restart").await;
     assert_eq!(read(&path), original, "restored at the start");
     assert!(!dir.path().join("config-apply/pending.json").exists());
@@ -414,5 +370,5 @@ async fn a_kill_9_during_a_pending_apply_restores_the_previous_configuration_at_
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(results_of(&cloud, "set-kill"), 1);
     assert_eq!(results_of(&cloud, "get-kill"), 1);
-    assert_eq!(edge.stop(), Some(0));
+    assert_eq!(stop(edge), Some(0));
 }

@@ -68,10 +68,12 @@ fn states(records: &[(String, Value)]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_down_longer_than_offline_after_raises_reader_offline_once_and_it_clears_once_when_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-monitors-reader").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("monitors-reader").await;
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let sim = |stop: CancellationToken| {
@@ -126,10 +128,12 @@ async fn a_reader_down_longer_than_offline_after_raises_reader_offline_once_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_within_thirty_days_raise_cert_expiry_and_a_renewed_file_clears_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-monitors-cert").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("monitors-cert").await;
     // The edge's client certificate (same CA as the broker's) expires in 10 days; the JT/T 808
     // server certificate in 3; the web page's in a year.
     let now = time::OffsetDateTime::now_utc();
@@ -252,10 +256,12 @@ async fn a_wall_clock_jump_of_the_running_binary_raises_clock_jump_once_and_it_c
         println!("SKIPPED: libfaketime is not installed (scripts/test installs the Debian package libfaketime)");
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-monitors-clock").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("monitors-clock").await;
     let path = config(dir.path(), &pki, &broker, "");
     let offset = dir.path().join("faketime.offset");
     std::fs::write(&offset, "+0\n").unwrap();
@@ -317,10 +323,12 @@ async fn a_wall_clock_jump_of_the_running_binary_raises_clock_jump_once_and_it_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_file_system_under_disk_low_bytes_raises_disk_low_once_and_it_clears_once_space_returns() {
     let Some(disk) = SmallDisk::mount("32m") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-monitors-disk").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = World::start("monitors-disk").await;
     let path = write_config(dir.path(), &pki, &broker.url(), "", "8MiB");
     let db = disk.dir.join("edge.db");
     let text = std::fs::read_to_string(&path).unwrap().replace(

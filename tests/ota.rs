@@ -207,10 +207,12 @@ impl World {
     }
 
     async fn with_env(extra_ota: &str, env: Vec<(String, String)>) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::new(dir.path());
-        let broker = Mosquitto::start(dir.path(), &pki);
-        let cloud = Cloud::connect(broker.port, &pki, "cloud-ota").await;
+        let common::World {
+            dir,
+            pki,
+            broker,
+            cloud,
+        } = common::World::start("ota").await;
         let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
         let public = dir.path().join("ota.pub");
         std::fs::write(&public, key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap()).unwrap();

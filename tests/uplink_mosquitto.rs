@@ -21,10 +21,12 @@ struct World {
 }
 
 async fn online_world(cloud_id: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, cloud_id).await;
+    let common::World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = common::World::start(cloud_id).await;
     let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let edge = start_appliance(&config).await;
     cloud.wait_edge_online().await;
@@ -38,10 +40,12 @@ async fn online_world(cloud_id: &str) -> World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-envelope").await;
+    let common::World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = common::World::start("envelope").await;
     let config = write_config(dir.path(), &pki, &broker.url(), "  topic_prefix: site7/\n", "64MiB");
     let edge = start_appliance(&config).await;
 
@@ -113,10 +117,12 @@ async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_from_another_ca_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let cloud = Cloud::connect(broker.port, &pki, "cloud-rogue").await;
+    let common::World {
+        dir,
+        pki,
+        broker,
+        cloud,
+    } = common::World::start("rogue").await;
 
     // The same edge, but holding a certificate issued by a CA the broker does not trust.
     let text = format!(

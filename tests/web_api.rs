@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::web::{Client, Response};
-use common::{Cloud, Mosquitto, Pki, RunningAppliance};
+use common::{Cloud, Mosquitto, RunningAppliance};
 use roadedge::protocol::gbt37987::Dialect;
 use roadedge::sim::reader::{SimMode, SimReader, SimReaderOptions};
 use serde_json::{json, Value};
@@ -54,10 +54,12 @@ impl World {
 
     async fn start_with(tls: bool, fusion: bool) -> World {
         roadedge::ops::logging::init("info,rumqttc=warn");
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::new(dir.path());
-        let broker = Mosquitto::start(dir.path(), &pki);
-        let cloud = Cloud::connect(broker.port, &pki, &format!("cloud-web-{}", common::free_port())).await;
+        let common::World {
+            dir,
+            pki,
+            broker,
+            cloud,
+        } = common::World::start(&format!("cloud-web-{}", common::free_port())).await;
         let stop = CancellationToken::new();
         let mut options = SimReaderOptions::new(
             *b"WEBTEST1",
@@ -991,10 +993,12 @@ struct ConfigWorld {
 impl ConfigWorld {
     async fn start() -> ConfigWorld {
         roadedge::ops::logging::init("info,rumqttc=warn");
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::new(dir.path());
-        let broker = Mosquitto::start(dir.path(), &pki);
-        let cloud = Cloud::connect(broker.port, &pki, &format!("cloud-config-{}", common::free_port())).await;
+        let common::World {
+            dir,
+            pki,
+            broker,
+            cloud,
+        } = common::World::start(&format!("cloud-config-{}", common::free_port())).await;
         let hash = |p: &str| roadedge::web::auth::hash_password(p).unwrap();
         let port = common::free_port();
         let extra = format!(

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Cloud, Mosquitto, Pki};
+use common::World;
 use fantoccini::{Client, ClientBuilder, Locator};
 use roadedge::protocol::gbt37987::Dialect;
 use roadedge::sim::reader::{SimMode, SimReader, SimReaderOptions};
@@ -122,10 +122,12 @@ async fn go(c: &Client, url: &str) {
 #[tokio::test]
 async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_vehicle_and_logs_out() {
     roadedge::ops::logging::init("info,rumqttc=warn");
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let _cloud = Cloud::connect(broker.port, &pki, "cloud-browser").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud: _cloud,
+    } = World::start("browser").await;
     let stop = CancellationToken::new();
     let mut options = SimReaderOptions::new(
         *b"BROWSER1",
@@ -535,10 +537,12 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
 async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_sees_a_change_that_loses_the_uplink_revert_by_itself(
 ) {
     roadedge::ops::logging::init("info,rumqttc=warn");
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let broker = Mosquitto::start(dir.path(), &pki);
-    let _cloud = Cloud::connect(broker.port, &pki, "cloud-browser-config").await;
+    let World {
+        dir,
+        pki,
+        broker,
+        cloud: _cloud,
+    } = World::start("browser-config").await;
     let config = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let port = common::free_port();
     let mut text = std::fs::read_to_string(&config).unwrap();

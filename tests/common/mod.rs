@@ -6,6 +6,10 @@
 
 pub mod disk;
 pub mod web;
+pub mod world;
+
+#[allow(unused_imports, reason = "each test binary uses part of the harness")]
+pub use world::{EdgeChild, EdgeConfig, World};
 
 use std::io::BufRead;
 use std::net::TcpListener;
@@ -235,6 +239,46 @@ impl Cloud {
             .await
             .unwrap();
     }
+
+    /// The payloads on `result_topic` that answer `request_id`, in arrival order.
+    pub fn results(&self, result_topic: &str, request_id: &str) -> Vec<serde_json::Value> {
+        self.on_topic(result_topic)
+            .into_iter()
+            .map(|m| m.payload)
+            .filter(|p| p["request_id"] == request_id)
+            .collect()
+    }
+
+    /// Publishes `payload` with `request_id` on `topic` and returns the first payload on
+    /// `result_topic` that answers it; panics after `limit`.
+    pub async fn request(
+        &self,
+        topic: &str,
+        result_topic: &str,
+        request_id: &str,
+        mut payload: serde_json::Value,
+        limit: Duration,
+    ) -> serde_json::Value {
+        payload["request_id"] = serde_json::json!(request_id);
+        self.publish(topic, payload).await;
+        self.wait_for(&format!("the result of {request_id}"), limit, |m| {
+            m.iter()
+                .any(|m| m.topic == result_topic && m.payload["request_id"] == request_id)
+        })
+        .await;
+        self.results(result_topic, request_id).remove(0)
+    }
+
+    /// An edge command (`edge/cab-1/cmd`) and its first result.
+    pub async fn edge_command(
+        &self,
+        request_id: &str,
+        payload: serde_json::Value,
+        limit: Duration,
+    ) -> serde_json::Value {
+        self.request("edge/cab-1/cmd", "edge/cab-1/cmd/result", request_id, payload, limit)
+            .await
+    }
 }
 
 impl Drop for Cloud {
@@ -243,18 +287,12 @@ impl Drop for Cloud {
     }
 }
 
-/// A roadedge configuration file for the test world.
+/// A roadedge configuration file for the test world (see [`world::EdgeConfig`] for more sections).
 pub fn write_config(dir: &Path, pki: &Pki, broker_url: &str, extra_uplink: &str, max_bytes: &str) -> PathBuf {
-    let text = format!(
-        "edge: {{id: cab-1}}\nstorage: {{path: {}, max_bytes: {max_bytes}}}\nuplink:\n  url: {broker_url}\n  ca_file: {}\n  cert_file: {}\n  key_file: {}\n  metrics_interval: 1s\n{extra_uplink}logging: {{level: info}}\n",
-        dir.join("edge.db").display(),
-        pki.ca_file.display(),
-        pki.edge.cert.display(),
-        pki.edge.key.display(),
-    );
-    let path = dir.join("roadedge.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    world::EdgeConfig::new(dir, pki, broker_url)
+        .uplink(extra_uplink)
+        .max_bytes(max_bytes)
+        .write()
 }
 
 /// A committed record as reported by `roadedge sim synthetic --report-commits`.
@@ -414,7 +452,7 @@ impl RunningAppliance {
     /// Graceful shutdown, which must finish within the contract's 10 s.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
+        tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("graceful shutdown")
             .unwrap()
