@@ -101,12 +101,7 @@ fn log_tail(path: &Path) -> String {
 #[ignore = "needs the aarch64 build: scripts/test runs it"]
 async fn the_arm_binary_runs_20_s_under_qemu_and_publishes_every_simulated_frame_to_mosquitto() {
     let arm = Arm::new();
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("arm").await;
+    let (dir, pki, broker, cloud) = World::start("arm").await.into_parts();
     let gateway_port = free_port();
     let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let mut text = std::fs::read_to_string(&config).unwrap();

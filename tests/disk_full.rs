@@ -353,12 +353,7 @@ async fn the_appliance_on_a_full_disk_loses_no_acknowledged_record_and_recovers_
     use tokio_util::sync::CancellationToken;
 
     let Some(disk) = SmallDisk::mount("8m") else { return };
-    let World {
-        dir,
-        pki,
-        mut broker,
-        cloud,
-    } = World::start("disk-full").await;
+    let (dir, pki, mut broker, cloud) = World::start("disk-full").await.into_parts();
     // The broker is down before the appliance starts and stays down while the disk fills.
     broker.stop();
     let db = disk.dir.join("edge.db");

@@ -56,12 +56,7 @@ async fn wait_until_all_arrived(cloud: &Cloud, committed: &[Committed], limit: D
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_under_load_loses_no_committed_record() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("kill9").await;
+    let (dir, pki, broker, cloud) = World::start("kill9").await.into_parts();
     let config = write_config(dir.path(), &pki, &broker.url(), "", "256MiB");
 
     let mut committed = Vec::new();
@@ -110,12 +105,7 @@ async fn sigkill_at_random_moments_under_load_loses_no_committed_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_30_second_broker_outage_under_load_loses_nothing_and_keeps_order() {
-    let World {
-        dir,
-        pki,
-        mut broker,
-        cloud,
-    } = World::start("outage").await;
+    let (dir, pki, mut broker, cloud) = World::start("outage").await.into_parts();
     let config = write_config(dir.path(), &pki, &broker.url(), "", "256MiB");
     let edge = EdgeProcess::start(&config, "outage", &["--devices", "8", "--rate", "400"]);
     std::thread::sleep(Duration::from_secs(3));
@@ -272,12 +262,7 @@ async fn a_full_budget_evicts_telemetry_first_counts_it_and_alarms_when_the_brok
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_database_is_moved_aside_and_alarmed_and_the_appliance_starts() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("corrupt").await;
+    let (dir, pki, broker, cloud) = World::start("corrupt").await.into_parts();
     let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let mut garbage = vec![0u8; 64 * 1024];
     rand::rng().fill(&mut garbage[..]);

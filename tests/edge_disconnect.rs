@@ -99,12 +99,7 @@ fn statuses(cloud: &Cloud) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_published_while_the_edge_is_cut_off_for_30_s_are_answered_once_when_it_returns() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("edge-disconnect").await;
+    let (dir, pki, broker, cloud) = World::start("edge-disconnect").await.into_parts();
     let proxy = Proxy::start(broker.port).await;
     let config = write_config(
         dir.path(),

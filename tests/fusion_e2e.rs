@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, Cloud, EdgeChild, Received, World};
+use common::{free_port, init_logging, Cloud, EdgeChild, Received, World};
 use roadedge::fusion::geo::GeoPoint;
 use roadedge::protocol::gbt37987::Dialect;
 use roadedge::reader::rules::{default_select_spec, SpecState};
@@ -19,14 +19,6 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn init_logging() {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "roadedge=info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_test_writer()
-        .try_init();
-}
 
 fn on(cloud: &Cloud, topic: &str) -> Vec<Value> {
     cloud.on_topic(topic).into_iter().map(|m| m.payload).collect()

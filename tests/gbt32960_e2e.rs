@@ -37,12 +37,7 @@ struct World {
 }
 
 async fn world(name: &str) -> World {
-    let common::World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = common::World::start(name).await;
+    let (dir, pki, broker, cloud) = common::World::start(name).await.into_parts();
 
     let vehicles_ca = TestCa::new(dir.path(), "vehicles").unwrap();
     let server = vehicles_ca.server("gbt32960-server").unwrap();

@@ -21,15 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Logs of the appliance in the test output (`RUST_LOG` overrides the level).
-fn init_logging() {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "roadedge=info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_test_writer()
-        .try_init();
-}
-
 /// The appliance in this process and its reader service.
 async fn start_edge(config: &Path) -> (RunningAppliance, Arc<ReaderService>) {
     let edge = start_appliance(config).await;
@@ -186,12 +177,7 @@ fn rule(id: u32) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_in_both_dialects_over_tcp_dial_in_and_serial_are_managed_end_to_end() {
     init_logging();
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("readers").await;
+    let (dir, pki, broker, cloud) = World::start("readers").await.into_parts();
     let sims_stop = CancellationToken::new();
 
     // north: hb-2017, the edge dials it.
@@ -616,12 +602,7 @@ async fn garbage_server(stop: CancellationToken) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_others() {
     init_logging();
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("hostile").await;
+    let (dir, pki, broker, cloud) = World::start("hostile").await.into_parts();
     let stop = CancellationToken::new();
 
     let good = SimReader::spawn(
@@ -743,12 +724,7 @@ async fn a_reader_sending_garbage_or_stalling_mid_segment_never_blocks_the_other
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_jobs_sync_the_clock_pull_logs_and_open_and_close_rule_windows() {
     init_logging();
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("schedule").await;
+    let (dir, pki, broker, cloud) = World::start("schedule").await.into_parts();
     let stop = CancellationToken::new();
     let sim = SimReader::spawn(
         sim_options(

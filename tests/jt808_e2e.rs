@@ -97,12 +97,7 @@ async fn serve_until_results(t: &mut Terminal, cloud: &Cloud, phone: &Phone, req
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminals_of_both_editions_report_and_answer_cloud_commands_through_the_broker() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("jt808").await;
+    let (dir, pki, broker, cloud) = World::start("jt808").await.into_parts();
     let (config, server) = config_with_jt808(dir.path(), &pki, &broker, "");
     let edge = start_appliance(&config).await;
     cloud.wait_edge_online().await;
@@ -331,12 +326,7 @@ async fn terminals_connect_over_tls_and_a_client_certificate_can_be_required() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auth_code_survives_a_restart_and_a_command_waits_for_its_offline_terminal() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("jt808-restart").await;
+    let (dir, pki, broker, cloud) = World::start("jt808-restart").await.into_parts();
     let (config, server) = config_with_jt808(dir.path(), &pki, &broker, "");
     let phone = phone_for(13_800_000_000, 7, Edition::V2013);
 

@@ -40,12 +40,7 @@ async fn command(cloud: &Cloud, document: Value, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_terminal_registers_after_provision_and_is_cut_off_by_deprovision() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("provision").await;
+    let (dir, pki, broker, cloud) = World::start("provision").await.into_parts();
     let (config, server) = config_with_registry(dir.path(), &pki, &broker);
     let edge = start_appliance(&config).await;
     cloud.wait_edge_online().await;

@@ -95,12 +95,7 @@ fn read(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refuse_with_one_result_each() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("manage").await;
+    let (dir, pki, broker, cloud) = World::start("manage").await.into_parts();
     let path = config(dir.path(), &pki, &broker.url());
     let original = read(&path);
     let edge = start_edge(&path, "main");
@@ -294,12 +289,7 @@ async fn configuration_commands_through_the_broker_apply_confirm_revert_and_refu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_that_loses_the_uplink_is_reverted_and_the_edge_comes_back_online() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("manage-lost").await;
+    let (dir, pki, broker, cloud) = World::start("manage-lost").await.into_parts();
     let path = config(dir.path(), &pki, &broker.url());
     let original = read(&path);
     let edge = start_edge(&path, "lost");
@@ -333,12 +323,7 @@ async fn a_configuration_that_loses_the_uplink_is_reverted_and_the_edge_comes_ba
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_during_a_pending_apply_restores_the_previous_configuration_at_the_next_start() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("manage-kill").await;
+    let (dir, pki, broker, cloud) = World::start("manage-kill").await.into_parts();
     let path = config(dir.path(), &pki, &broker.url());
     let original = read(&path);
     let edge = start_edge(&path, "kill1");

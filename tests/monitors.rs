@@ -68,12 +68,7 @@ fn states(records: &[(String, Value)]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_down_longer_than_offline_after_raises_reader_offline_once_and_it_clears_once_when_back() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("monitors-reader").await;
+    let (dir, pki, broker, cloud) = World::start("monitors-reader").await.into_parts();
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let sim = |stop: CancellationToken| {
@@ -128,12 +123,7 @@ async fn a_reader_down_longer_than_offline_after_raises_reader_offline_once_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_within_thirty_days_raise_cert_expiry_and_a_renewed_file_clears_it() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("monitors-cert").await;
+    let (dir, pki, broker, cloud) = World::start("monitors-cert").await.into_parts();
     // The edge's client certificate (same CA as the broker's) expires in 10 days; the JT/T 808
     // server certificate in 3; the web page's in a year.
     let now = time::OffsetDateTime::now_utc();
@@ -256,12 +246,7 @@ async fn a_wall_clock_jump_of_the_running_binary_raises_clock_jump_once_and_it_c
         println!("SKIPPED: libfaketime is not installed (scripts/test installs the Debian package libfaketime)");
         return;
     };
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("monitors-clock").await;
+    let (dir, pki, broker, cloud) = World::start("monitors-clock").await.into_parts();
     let path = config(dir.path(), &pki, &broker, "");
     let offset = dir.path().join("faketime.offset");
     std::fs::write(&offset, "+0\n").unwrap();
@@ -323,12 +308,7 @@ async fn a_wall_clock_jump_of_the_running_binary_raises_clock_jump_once_and_it_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_file_system_under_disk_low_bytes_raises_disk_low_once_and_it_clears_once_space_returns() {
     let Some(disk) = SmallDisk::mount("32m") else { return };
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("monitors-disk").await;
+    let (dir, pki, broker, cloud) = World::start("monitors-disk").await.into_parts();
     let path = write_config(dir.path(), &pki, &broker.url(), "", "8MiB");
     let db = disk.dir.join("edge.db");
     let text = std::fs::read_to_string(&path).unwrap().replace(

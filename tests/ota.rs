@@ -207,12 +207,7 @@ impl World {
     }
 
     async fn with_env(extra_ota: &str, env: Vec<(String, String)>) -> World {
-        let common::World {
-            dir,
-            pki,
-            broker,
-            cloud,
-        } = common::World::start("ota").await;
+        let (dir, pki, broker, cloud) = common::World::start("ota").await.into_parts();
         let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
         let public = dir.path().join("ota.pub");
         std::fs::write(&public, key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap()).unwrap();

@@ -10,12 +10,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_commands_through_the_broker_each_get_exactly_one_result() {
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = World::start("registry").await;
+    let (dir, pki, broker, cloud) = World::start("registry").await.into_parts();
     let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let edge = start_appliance(&config).await;
     cloud.wait_edge_online().await;

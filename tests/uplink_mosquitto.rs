@@ -21,12 +21,7 @@ struct World {
 }
 
 async fn online_world(cloud_id: &str) -> World {
-    let common::World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = common::World::start(cloud_id).await;
+    let (dir, pki, broker, cloud) = common::World::start(cloud_id).await.into_parts();
     let config = write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let edge = start_appliance(&config).await;
     cloud.wait_edge_online().await;
@@ -40,12 +35,7 @@ async fn online_world(cloud_id: &str) -> World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix() {
-    let common::World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = common::World::start("envelope").await;
+    let (dir, pki, broker, cloud) = common::World::start("envelope").await.into_parts();
     let config = write_config(dir.path(), &pki, &broker.url(), "  topic_prefix: site7/\n", "64MiB");
     let edge = start_appliance(&config).await;
 
@@ -117,12 +107,7 @@ async fn appended_records_arrive_with_the_edge_envelope_under_the_topic_prefix()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_from_another_ca_is_refused() {
-    let common::World {
-        dir,
-        pki,
-        broker,
-        cloud,
-    } = common::World::start("rogue").await;
+    let (dir, pki, broker, cloud) = common::World::start("rogue").await.into_parts();
 
     // The same edge, but holding a certificate issued by a CA the broker does not trust.
     let text = format!(

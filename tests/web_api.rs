@@ -54,12 +54,9 @@ impl World {
 
     async fn start_with(tls: bool, fusion: bool) -> World {
         roadedge::ops::logging::init("info,rumqttc=warn");
-        let common::World {
-            dir,
-            pki,
-            broker,
-            cloud,
-        } = common::World::start(&format!("cloud-web-{}", common::free_port())).await;
+        let (dir, pki, broker, cloud) = common::World::start(&format!("cloud-web-{}", common::free_port()))
+            .await
+            .into_parts();
         let stop = CancellationToken::new();
         let mut options = SimReaderOptions::new(
             *b"WEBTEST1",
@@ -993,12 +990,9 @@ struct ConfigWorld {
 impl ConfigWorld {
     async fn start() -> ConfigWorld {
         roadedge::ops::logging::init("info,rumqttc=warn");
-        let common::World {
-            dir,
-            pki,
-            broker,
-            cloud,
-        } = common::World::start(&format!("cloud-config-{}", common::free_port())).await;
+        let (dir, pki, broker, cloud) = common::World::start(&format!("cloud-config-{}", common::free_port()))
+            .await
+            .into_parts();
         let hash = |p: &str| roadedge::web::auth::hash_password(p).unwrap();
         let port = common::free_port();
         let extra = format!(

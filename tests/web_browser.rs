@@ -122,12 +122,7 @@ async fn go(c: &Client, url: &str) {
 #[tokio::test]
 async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_vehicle_and_logs_out() {
     roadedge::ops::logging::init("info,rumqttc=warn");
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud: _cloud,
-    } = World::start("browser").await;
+    let (dir, pki, broker, _cloud) = World::start("browser").await.into_parts();
     let stop = CancellationToken::new();
     let mut options = SimReaderOptions::new(
         *b"BROWSER1",
@@ -537,12 +532,7 @@ async fn a_technician_logs_in_watches_the_dashboard_starts_a_rule_commands_a_veh
 async fn an_admin_fixes_a_configuration_error_at_its_line_applies_confirms_and_sees_a_change_that_loses_the_uplink_revert_by_itself(
 ) {
     roadedge::ops::logging::init("info,rumqttc=warn");
-    let World {
-        dir,
-        pki,
-        broker,
-        cloud: _cloud,
-    } = World::start("browser-config").await;
+    let (dir, pki, broker, _cloud) = World::start("browser-config").await.into_parts();
     let config = common::write_config(dir.path(), &pki, &broker.url(), "", "64MiB");
     let port = common::free_port();
     let mut text = std::fs::read_to_string(&config).unwrap();

@@ -9,7 +9,7 @@ pub mod web;
 pub mod world;
 
 #[allow(unused_imports, reason = "each test binary uses part of the harness")]
-pub use world::{EdgeChild, EdgeConfig, World};
+pub use world::{init_logging, EdgeChild, EdgeConfig, World};
 
 use std::io::BufRead;
 use std::net::TcpListener;

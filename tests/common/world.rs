@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 
 use super::{Cloud, Mosquitto, Pki, RunningAppliance};
 
+/// The appliance's logs in the test output for tests that run it in this process (`RUST_LOG`
+/// overrides the level).
+pub fn init_logging() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "roadedge=info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
 /// The directory, certificates, broker and cloud client of one test.
 pub struct World {
     pub dir: tempfile::TempDir,
@@ -32,6 +42,11 @@ impl World {
             broker,
             cloud,
         }
+    }
+
+    /// The parts as locals, for a test that holds them itself: (dir, pki, broker, cloud).
+    pub fn into_parts(self) -> (tempfile::TempDir, Pki, Mosquitto, Cloud) {
+        (self.dir, self.pki, self.broker, self.cloud)
     }
 
     pub fn path(&self) -> &Path {
