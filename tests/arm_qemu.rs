@@ -172,9 +172,12 @@ async fn the_arm_binary_runs_20_s_under_qemu_and_publishes_every_simulated_frame
         "{summary}\n{}",
         String::from_utf8_lossy(&sim.stderr)
     );
+    // The progress lines ("[    5s] ...") carry running counts; the final line
+    // ("done in 20.0s: ...") carries the totals.
     let frames: usize = summary
-        .split(" real-time frames")
-        .next()
+        .lines()
+        .find(|l| l.starts_with("done in "))
+        .and_then(|l| l.split(" real-time frames").next())
         .and_then(|s| s.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no frame count in the simulator's summary:\n{summary}"));
